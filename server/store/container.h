@@ -1,0 +1,296 @@
+// Container: a disk-objectstore container (docs/format.md) opened by
+// packstore: the engine the daemon owns, usable on its own.
+//
+// Objects are immutable and named by the hash of their content, which the
+// container computes. They are stored loose (one file each) or in packs
+// (append-only files indexed by packs.idx). Reads look in the index first,
+// then for a loose file, then in the index again (the object may just have
+// been packed and its loose copy cleaned).
+//
+// Opening modes:
+//   kWriter  the single writer of packs and index. Takes an exclusive flock
+//            on <dir>/packstore.lock (FAILED_PRECONDITION, naming the
+//            holder's pid, if another writer has it), then recovers from any
+//            crash (docs/format.md, "Recovery") before returning.
+//   kShared  reads and loose writes only, as any number of other processes
+//            may do beside the writer; mutations of packs or index return
+//            FAILED_PRECONDITION. No recovery is run.
+//
+// Thread-safety: every method may be called from any thread. Reads and
+// loose writes run concurrently; every pack or index mutation (packed puts,
+// pack, clean, delete, repack, import) is serialized by the writer lock, so
+// a batch of packed puts costs one fdatasync and one transaction. Pack data
+// is fdatasync'd before the index rows that point at it are committed.
+//
+// Errors: INVALID_ARGUMENT for a malformed key (checked before any path is
+// built) or option, NOT_FOUND for a missing object, DATA_LOSS for corrupt
+// stored bytes, RESOURCE_EXHAUSTED for a full disk, FAILED_PRECONDITION for
+// a mutation on a shared container or a container held by another writer,
+// UNAVAILABLE for a pack locked by another process, INTERNAL otherwise.
+//
+//   PACKSTORE_RETURN_IF_ERROR(Container::Init(dir, {}));
+//   PACKSTORE_ASSIGN_OR_RETURN(auto store, Container::Open(dir));
+//   PACKSTORE_ASSIGN_OR_RETURN(auto keys, store->PutPacked({"a", "b"}));
+//   PACKSTORE_ASSIGN_OR_RETURN(std::string bytes, store->Get(keys[0].key));
+#ifndef PACKSTORE_SERVER_STORE_CONTAINER_H_
+#define PACKSTORE_SERVER_STORE_CONTAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/store/config.h"
+#include "server/store/loose_store.h"
+#include "server/store/object_source.h"
+#include "server/store/pack_index.h"
+
+namespace packstore {
+
+class ObjectReader;
+class PackFileTable;
+class PackWriter;
+
+// Whether to compress an object written to a pack.
+enum class CompressMode {
+  kNo,
+  kYes,
+  // disk-objectstore's heuristic: compress when zlib-1 shrinks a ~128 KiB
+  // sample below 0.9 of its size. For a stream, the sample is its first
+  // 128 KiB (the rest is not known when the decision must be made).
+  kAuto,
+};
+absl::StatusOr<CompressMode> ParseCompressMode(std::string_view name);  // no|yes|auto
+
+struct InitOptions {
+  int loose_prefix_len = 2;
+  int64_t pack_size_target = int64_t{4} << 30;
+  HashType hash_type = HashType::kSha256;
+  Codec codec;  // zlib+1
+  // zstd leaves disk-objectstore behind: it cannot read such a container.
+  // Init refuses a zstd codec unless this is set.
+  bool allow_incompatible_codec = false;
+};
+
+enum class OpenMode { kWriter, kShared };
+
+struct ObjectInfo {
+  std::string key;
+  uint64_t size = 0;
+  // Where a read finds it: packed (location set) or else loose.
+  std::optional<PackedLocation> packed;
+};
+
+struct StoreCounts {
+  uint64_t packed_objects = 0;
+  uint64_t packed_bytes = 0;        // uncompressed
+  uint64_t packed_stored_bytes = 0; // as stored (compressed or not)
+  uint64_t pack_files = 0;
+  uint64_t pack_file_bytes = 0;
+  uint64_t hole_bytes = 0;          // pack bytes no row points to
+  uint64_t loose_objects = 0;
+  uint64_t loose_bytes = 0;
+  uint64_t index_bytes = 0;         // packs.idx with its WAL
+};
+
+// Long operations report progress: `phase` names the step, done/total count
+// objects (total 0: unknown).
+struct Progress {
+  std::string_view phase;
+  uint64_t done = 0;
+  uint64_t total = 0;
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+struct PackOptions {
+  CompressMode compress = CompressMode::kNo;
+  // Re-hash each loose object while copying it; a corrupt one is left loose
+  // and reported instead of packed.
+  bool validate = true;
+  // Delete each pack's loose copies once its rows are committed.
+  bool delete_loose = true;
+};
+struct PackResult {
+  uint64_t packed = 0;          // objects copied into packs
+  uint64_t already_packed = 0;  // loose copies of objects already in packs
+  uint64_t bytes = 0;           // uncompressed bytes copied
+  uint64_t loose_deleted = 0;
+  std::vector<std::string> corrupt;  // loose objects whose content is not their key
+};
+
+struct CleanOptions {
+  bool vacuum = false;
+  // Sandbox files of other writers (disk-objectstore's) are removed only
+  // when older than this; packstore's are removed as soon as no writer
+  // holds them.
+  int64_t foreign_sandbox_age_seconds = 3600;
+};
+struct CleanResult {
+  uint64_t loose_deleted = 0;
+  uint64_t sandbox_deleted = 0;
+  uint64_t duplicates_resolved = 0;
+};
+
+struct RepackOptions {
+  // nullopt: keep each object's compression; else recompress to this mode.
+  std::optional<CompressMode> compress;
+};
+struct RepackResult {
+  uint64_t packs_rewritten = 0;
+  uint64_t packs_removed = 0;  // packs with no live object left
+  uint64_t objects_moved = 0;
+  uint64_t bytes_reclaimed = 0;
+};
+
+struct ImportResult {
+  uint64_t imported = 0;
+  uint64_t already_present = 0;
+  uint64_t bytes = 0;
+};
+
+// One problem validate found.
+struct ValidateIssue {
+  enum class Kind {
+    kCorruptLoose,     // loose file content does not hash to its name
+    kCorruptPacked,    // packed bytes do not decode or hash to the key
+    kSizeMismatch,     // size column disagrees with the content
+    kOverlap,          // two rows share pack bytes
+    kPastEndOfPack,    // a row points past the end of its pack
+    kMissingPack,      // rows point at a pack file that does not exist
+    kOrphanPack,       // a pack file no row points at
+    kStrayFile,        // a file that has no business where it is
+  };
+  Kind kind;
+  std::string subject;  // key or path
+  std::string detail;
+};
+std::string_view ValidateIssueKindName(ValidateIssue::Kind kind);
+
+struct ValidateReport {
+  uint64_t loose_checked = 0;
+  uint64_t packed_checked = 0;
+  std::vector<ValidateIssue> issues;
+  bool ok() const { return issues.empty(); }
+};
+
+// A byte range of an object; length nullopt: to the end.
+struct ByteRange {
+  uint64_t offset = 0;
+  std::optional<uint64_t> length;
+};
+
+class Container {
+ public:
+  // Creates a container in `dir`, which must not exist or be empty
+  // (ALREADY_EXISTS if it holds a container, FAILED_PRECONDITION if it
+  // holds anything else). INVALID_ARGUMENT for bad options.
+  static absl::Status Init(const std::string& dir, const InitOptions& options);
+
+  // Opens an initialised container. NOT_FOUND if `dir` is not one
+  // (config.json or a folder missing), INVALID_ARGUMENT for a corrupt or
+  // unsupported config.json, FAILED_PRECONDITION if another writer holds it.
+  static absl::StatusOr<std::unique_ptr<Container>> Open(const std::string& dir,
+                                                         OpenMode mode = OpenMode::kWriter);
+  ~Container();
+  Container(const Container&) = delete;
+  Container& operator=(const Container&) = delete;
+
+  const ContainerConfig& config() const { return config_; }
+  const std::string& dir() const { return dir_; }
+  OpenMode mode() const { return mode_; }
+
+  // --- Writes ---
+  absl::StatusOr<WrittenObject> PutLoose(ObjectSource& source);
+  absl::StatusOr<WrittenObject> PutLoose(std::string_view data);
+  // Writes many objects straight into packs: one fdatasync per pack touched
+  // and one index transaction for the batch. Objects already packed (and
+  // repeats within the batch) add no bytes and no rows. Results are in
+  // input order.
+  absl::StatusOr<std::vector<WrittenObject>> PutPacked(const std::vector<std::string_view>& objects,
+                                                       CompressMode compress = CompressMode::kNo);
+  // Streams one object of any size into a pack in constant memory. If it
+  // turns out to be packed already, its new bytes are left as a hole.
+  absl::StatusOr<WrittenObject> PutPackedStream(ObjectSource& source,
+                                                CompressMode compress = CompressMode::kNo);
+
+  // --- Reads ---
+  absl::StatusOr<std::string> Get(std::string_view key);
+  absl::StatusOr<std::string> GetRange(std::string_view key, ByteRange range);
+  // A reader that streams the object in constant memory and seeks.
+  absl::StatusOr<std::unique_ptr<ObjectReader>> OpenObject(std::string_view key);
+  absl::StatusOr<ObjectInfo> Stat(std::string_view key);
+  absl::StatusOr<bool> Has(std::string_view key);
+  // One entry per key, in order; nullopt for missing keys.
+  absl::StatusOr<std::vector<std::optional<ObjectInfo>>> StatMany(
+      const std::vector<std::string>& keys);
+  // Calls `fn` once per distinct key, in storage order (packed objects by
+  // pack and offset, then loose ones), with the content or NOT_FOUND.
+  // Contiguous packed objects are read with one pread. Objects are delivered
+  // whole: use OpenObject for objects too large to hold in memory.
+  // INVALID_ARGUMENT (before anything is read) if any key is malformed;
+  // stops at the first error `fn` returns.
+  absl::Status GetMany(
+      const std::vector<std::string>& keys,
+      const std::function<absl::Status(std::string_view key,
+                                        const absl::StatusOr<std::string_view>& content)>& fn);
+  // Every key (packed and loose, each once) greater than `after`, ascending,
+  // until `fn` returns false.
+  absl::Status ListKeys(std::string_view after, const std::function<bool(std::string_view)>& fn);
+  absl::StatusOr<StoreCounts> Counts();
+
+  // --- Maintenance (writer only) ---
+  absl::StatusOr<PackResult> PackAllLoose(const PackOptions& options, const ProgressFn& progress = {});
+  absl::StatusOr<CleanResult> Clean(const CleanOptions& options, const ProgressFn& progress = {});
+  // Deletes objects (rows and loose files; pack bytes become holes).
+  // Returns how many of `keys` existed.
+  absl::StatusOr<uint64_t> Delete(const std::vector<std::string>& keys);
+  // Rewrites every pack that has holes (or every pack, when recompressing)
+  // into a new pack file, moves its rows in one transaction, then unlinks
+  // the old file: no pack is ever rewritten or truncated in place.
+  absl::StatusOr<RepackResult> Repack(const RepackOptions& options, const ProgressFn& progress = {});
+  // Copies every object of `source` missing here into packs, checking each
+  // one's hash (DATA_LOSS for a source object whose content is not its key).
+  absl::StatusOr<ImportResult> Import(Container& source, const ProgressFn& progress = {});
+  // Re-hashes every object and checks sizes, overlaps and stray files.
+  absl::StatusOr<ValidateReport> Validate(const ProgressFn& progress = {});
+  // Checkpoints the WAL into packs.idx.
+  absl::Status Checkpoint();
+
+ private:
+  struct Resolved;
+  Container(std::string dir, ContainerConfig config, OpenMode mode);
+
+  absl::Status RequireWriter(std::string_view operation) const;
+  absl::Status CheckKey(std::string_view key) const;
+  absl::StatusOr<Resolved> Resolve(std::string_view key);
+  absl::StatusOr<std::unique_ptr<ObjectReader>> ReaderFor(Resolved resolved);
+  absl::Status Recover() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Appends `source` as one object at the writer's current position
+  // (compressing when asked), hashing what it reads. REQUIRES: writer_mu_.
+  absl::StatusOr<IndexRow> AppendObject(ObjectSource& source, bool compress)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  absl::Status ValidatePack(int64_t id, bool has_lock_file, ValidateReport& report,
+                            const ProgressFn& progress, uint64_t total);
+
+  const std::string dir_;
+  const ContainerConfig config_;
+  const OpenMode mode_;
+  LooseStore loose_;
+  std::unique_ptr<PackIndex> index_;
+  std::unique_ptr<PackFileTable> packs_;
+  UniqueFd writer_lock_;
+  // The single writer: every pack or index mutation runs under it.
+  absl::Mutex writer_mu_;
+  std::unique_ptr<PackWriter> pack_writer_ ABSL_GUARDED_BY(writer_mu_);
+};
+
+}  // namespace packstore
+
+#endif  // PACKSTORE_SERVER_STORE_CONTAINER_H_

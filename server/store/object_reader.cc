@@ -1,0 +1,96 @@
+// Streaming object reads; see object_reader.h.
+#include "server/store/object_reader.h"
+
+#include <algorithm>
+
+#include "common/str_cat.h"
+#include "common/status_util.h"
+#include "server/store/file_io.h"
+
+namespace packstore {
+namespace {
+constexpr size_t kInputChunk = 256 << 10;
+}  // namespace
+
+ObjectReader::ObjectReader(std::shared_ptr<const void> owner, int fd, uint64_t offset,
+                           uint64_t length, uint64_t size, bool compressed, CodecKind kind)
+    : owner_(std::move(owner)),
+      fd_(fd),
+      offset_(offset),
+      length_(length),
+      size_(size),
+      compressed_(compressed),
+      kind_(kind) {}
+
+ObjectReader::~ObjectReader() = default;
+
+absl::StatusOr<size_t> ObjectReader::Read(char* buf, size_t capacity) {
+  capacity = static_cast<size_t>(std::min<uint64_t>(capacity, size_ - position_));
+  if (capacity == 0) return 0;
+  if (compressed_) return ReadCompressed(buf, capacity);
+  PACKSTORE_RETURN_IF_ERROR(PreadExact(fd_, buf, capacity, offset_ + position_));
+  position_ += capacity;
+  return capacity;
+}
+
+absl::Status ObjectReader::Restart() {
+  PACKSTORE_ASSIGN_OR_RETURN(decompressor_, Decompressor::Create(kind_));
+  input_consumed_ = 0;
+  position_ = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> ObjectReader::ReadCompressed(char* buf, size_t capacity) {
+  if (!decompressor_) PACKSTORE_RETURN_IF_ERROR(Restart());
+  size_t produced = 0;
+  while (produced < capacity) {
+    if (decompressor_->NeedsInput()) {
+      if (input_consumed_ == length_) break;
+      size_t n = static_cast<size_t>(std::min<uint64_t>(kInputChunk, length_ - input_consumed_));
+      input_.resize(n);
+      PACKSTORE_RETURN_IF_ERROR(PreadExact(fd_, input_.data(), n, offset_ + input_consumed_));
+      input_consumed_ += n;
+      decompressor_->Feed(input_);
+    }
+    PACKSTORE_ASSIGN_OR_RETURN(size_t n, decompressor_->Produce(buf + produced, capacity - produced));
+    produced += n;
+    if (n == 0 && decompressor_->Finished()) break;
+  }
+  position_ += produced;
+  if (produced < capacity) {
+    return absl::DataLossError(StrCat("compressed object ends after ", position_,
+                                            " bytes; its recorded size is ", size_));
+  }
+  return produced;
+}
+
+absl::Status ObjectReader::Seek(uint64_t position) {
+  if (position > size_) {
+    return absl::OutOfRangeError(
+        StrCat("offset ", position, " is past the end of the object (", size_, " bytes)"));
+  }
+  if (!compressed_) {
+    position_ = position;
+    return absl::OkStatus();
+  }
+  if (position < position_ || !decompressor_) PACKSTORE_RETURN_IF_ERROR(Restart());
+  std::string scratch(std::min<uint64_t>(kInputChunk, position - position_), '\0');
+  while (position_ < position) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(scratch.size(), position - position_));
+    PACKSTORE_RETURN_IF_ERROR(ReadCompressed(scratch.data(), want).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ObjectReader::ReadRest() {
+  std::string out(size_ - position_, '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    PACKSTORE_ASSIGN_OR_RETURN(size_t n, Read(out.data() + done, out.size() - done));
+    if (n == 0) break;
+    done += n;
+  }
+  return out;
+}
+
+}  // namespace packstore

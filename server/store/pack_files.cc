@@ -1,0 +1,166 @@
+// Pack files; see pack_files.h.
+#include "server/store/pack_files.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "common/str_cat.h"
+#include "common/status_util.h"
+
+namespace packstore {
+
+std::optional<int64_t> ParsePackName(std::string_view name) {
+  if (name == "-1") return -1;
+  if (name.empty() || name.size() > 18 || (name.size() > 1 && name[0] == '0')) return std::nullopt;
+  int64_t id = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (ec != std::errc() || end != name.data() + name.size() || id < 0) return std::nullopt;
+  return id;
+}
+
+std::string PackFileTable::PathFor(int64_t id) const { return JoinPath(dir_, std::to_string(id)); }
+
+absl::StatusOr<std::shared_ptr<const PackFile>> PackFileTable::Get(int64_t id) {
+  absl::MutexLock lock(&files_mu_);
+  auto it = files_.find(id);
+  if (it != files_.end()) return it->second;
+  auto fd = OpenFile(PathFor(id), O_RDONLY);
+  if (absl::IsNotFound(fd.status())) {
+    return absl::DataLossError(StrCat("pack file packs/", id,
+                                            " is missing but the index points at it"));
+  }
+  if (!fd.ok()) return fd.status();
+  auto file = std::make_shared<PackFile>(PackFile{id, std::move(*fd)});
+  files_.emplace(id, file);
+  return std::shared_ptr<const PackFile>(file);
+}
+
+absl::Status PackFileTable::Remove(int64_t id) {
+  absl::MutexLock layout(&layout_mu_);
+  {
+    absl::MutexLock lock(&files_mu_);
+    files_.erase(id);
+  }
+  absl::Status status = Unlink(PathFor(id));
+  if (absl::IsNotFound(status)) return absl::OkStatus();
+  return status;
+}
+
+absl::StatusOr<PackListing> PackFileTable::List() const {
+  PACKSTORE_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(dir_));
+  PackListing listing;
+  for (std::string& name : names) {
+    if (auto id = ParsePackName(name)) {
+      listing.ids.push_back(*id);
+    } else if (std::string_view(name).ends_with(".lock") &&
+               ParsePackName(std::string_view(name).substr(0, name.size() - 5))) {
+      listing.locks.push_back(std::move(name));
+    } else {
+      listing.strays.push_back(std::move(name));
+    }
+  }
+  std::sort(listing.ids.begin(), listing.ids.end());
+  return listing;
+}
+
+PackWriter::PackWriter(std::string packs_dir, int64_t pack_size_target)
+    : dir_(std::move(packs_dir)), target_(pack_size_target) {}
+
+PackWriter::~PackWriter() { Abandon(); }
+
+void PackWriter::Reset() {
+  Abandon();
+  next_candidate_ = 0;
+}
+
+absl::Status PackWriter::OpenPack(int64_t id, bool must_be_new) {
+  std::string lock_path = JoinPath(dir_, StrCat(id, ".lock"));
+  auto lock = OpenFile(lock_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (absl::IsAlreadyExists(lock.status())) {
+    return absl::UnavailableError(StrCat(
+        "pack ", id, " is locked by another process (packs/", id,
+        ".lock exists); if no other packer is running, remove that file"));
+  }
+  if (!lock.ok()) return lock.status();
+  WriteAll(lock->get(), StrCat("packstore ", ::getpid(), "\n")).IgnoreError();
+  held_locks_.push_back(lock_path);
+
+  int flags = O_WRONLY | O_CREAT | (must_be_new ? O_EXCL : 0);
+  std::string path = JoinPath(dir_, std::to_string(id));
+  bool existed = PathExists(path);
+  PACKSTORE_ASSIGN_OR_RETURN(current_fd_, OpenFile(path, flags, 0644));
+  PACKSTORE_ASSIGN_OR_RETURN(current_size_, FileSize(current_fd_.get()));
+  current_id_ = id;
+  created_file_ = created_file_ || !existed;
+  return absl::OkStatus();
+}
+
+absl::Status PackWriter::ClosePack() {
+  if (current_fd_.valid()) unsynced_.push_back(std::move(current_fd_));
+  current_id_ = -1;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PackWriter::Position> PackWriter::BeginObject() {
+  if (current_id_ >= 0 && !fresh_only_ && current_size_ >= static_cast<uint64_t>(target_)) {
+    PACKSTORE_RETURN_IF_ERROR(ClosePack());
+    ++next_candidate_;
+  }
+  if (current_id_ < 0) {
+    // The lowest id whose file does not exist or is below the target.
+    int64_t id = next_candidate_;
+    while (true) {
+      auto size = PathSize(JoinPath(dir_, std::to_string(id)));
+      if (absl::IsNotFound(size.status())) break;
+      if (!size.ok()) return size.status();
+      if (!fresh_only_ && *size < static_cast<uint64_t>(target_)) break;
+      ++id;
+    }
+    next_candidate_ = id;
+    PACKSTORE_RETURN_IF_ERROR(OpenPack(id, fresh_only_));
+  }
+  touched_.insert(current_id_);
+  object_start_ = current_size_;
+  return Position{current_id_, current_size_};
+}
+
+absl::Status PackWriter::Write(std::string_view data) {
+  absl::Status status = PwriteAll(current_fd_.get(), data, current_size_);
+  if (!status.ok()) {
+    // Whatever part was written is a hole now; later objects go after it.
+    auto size = FileSize(current_fd_.get());
+    if (size.ok()) current_size_ = *size;
+    return status;
+  }
+  current_size_ += data.size();
+  return absl::OkStatus();
+}
+
+uint64_t PackWriter::EndObject() { return current_size_ - object_start_; }
+
+absl::Status PackWriter::Commit() {
+  absl::Status status;
+  for (UniqueFd& fd : unsynced_) {
+    if (status.ok()) status = Fdatasync(fd.get());
+  }
+  unsynced_.clear();
+  if (status.ok() && current_fd_.valid()) status = Fdatasync(current_fd_.get());
+  if (status.ok() && created_file_) status = FsyncDir(dir_);
+  Abandon();
+  return status;
+}
+
+void PackWriter::Abandon() {
+  unsynced_.clear();
+  current_fd_ = UniqueFd();
+  current_id_ = -1;
+  created_file_ = false;
+  fresh_only_ = false;
+  touched_.clear();
+  for (const std::string& lock : held_locks_) Unlink(lock).IgnoreError();
+  held_locks_.clear();
+}
+
+}  // namespace packstore

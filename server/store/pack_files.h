@@ -1,0 +1,127 @@
+// Pack files (docs/format.md, "Pack files"): the read side (PackFileTable)
+// and the single writer's appender (PackWriter).
+//
+// Packs are append-only and never rewritten or truncated in place. A repack
+// writes a new file and unlinks the old one; a pack id may later be reused
+// for a new file. Readers therefore hold layout_mu() shared from the index
+// lookup until they hold the PackFile (an open fd), and whoever unlinks a
+// pack holds it exclusively: a reader never pairs an old row with a new file
+// of the same id, and an fd it holds keeps reading the old bytes.
+//
+// Thread-safety: PackFileTable is thread-safe. PackWriter is owned by the
+// container's single writer and used under its lock.
+#ifndef PACKSTORE_SERVER_STORE_PACK_FILES_H_
+#define PACKSTORE_SERVER_STORE_PACK_FILES_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/store/file_io.h"
+
+namespace packstore {
+
+struct PackFile {
+  int64_t id = 0;
+  UniqueFd fd;  // O_RDONLY
+};
+
+struct PackListing {
+  std::vector<int64_t> ids;          // valid pack names, ascending
+  std::vector<std::string> locks;    // "<id>.lock" names
+  std::vector<std::string> strays;   // anything else
+};
+
+// Parses a pack file name: a decimal id without leading zeros ("0", "17"),
+// or "-1" (a repack's temporary pack). nullopt otherwise.
+std::optional<int64_t> ParsePackName(std::string_view name);
+
+class PackFileTable {
+ public:
+  explicit PackFileTable(std::string packs_dir) : dir_(std::move(packs_dir)) {}
+
+  std::string PathFor(int64_t id) const;
+  absl::Mutex& layout_mu() { return layout_mu_; }
+
+  // The open pack file `id`, opened on first use. DATA_LOSS if rows point at
+  // a pack file that does not exist. REQUIRES: layout_mu() held (shared).
+  absl::StatusOr<std::shared_ptr<const PackFile>> Get(int64_t id);
+  // Unlinks pack `id` and drops its cached fd (readers holding it keep
+  // reading the old file). Takes layout_mu() exclusively.
+  absl::Status Remove(int64_t id);
+
+  absl::StatusOr<PackListing> List() const;
+
+ private:
+  const std::string dir_;
+  absl::Mutex layout_mu_;
+  absl::Mutex files_mu_ ABSL_ACQUIRED_AFTER(layout_mu_);
+  std::map<int64_t, std::shared_ptr<const PackFile>> files_ ABSL_GUARDED_BY(files_mu_);
+};
+
+// Appends objects to packs for the single writer.
+//
+//   writer.BeginObject() -> where the object starts (rolling over to the
+//   next pack first when the current one has reached the target);
+//   writer.Write(bytes)...; writer.EndObject() -> bytes written;
+//   writer.Commit() fdatasyncs every pack touched (and packs/ if a file was
+//   created), then releases the pack locks. Only then may index rows that
+//   point at the new bytes be committed. Abandon() releases the locks
+//   without syncing (the bytes become holes).
+class PackWriter {
+ public:
+  PackWriter(std::string packs_dir, int64_t pack_size_target);
+  ~PackWriter();
+
+  // Directs the next objects into a new pack file (the lowest id that has
+  // no file) with no rollover: used by repack, which writes each pack it
+  // rewrites into exactly one new file.
+  void UseFreshPack() { fresh_only_ = true; }
+
+  struct Position {
+    int64_t pack_id;
+    uint64_t offset;
+  };
+  absl::StatusOr<Position> BeginObject();
+  absl::Status Write(std::string_view data);
+  uint64_t EndObject();
+
+  // Packs touched since the last Commit/Abandon.
+  const std::set<int64_t>& touched() const { return touched_; }
+  absl::Status Commit();
+  void Abandon();
+
+  // Forgets the current pack choice: the next object looks again from id 0
+  // (after a repack or recovery freed low ids).
+  void Reset();
+
+ private:
+  absl::Status OpenPack(int64_t id, bool must_be_new);
+  absl::Status ClosePack();
+
+  const std::string dir_;
+  const int64_t target_;
+  bool fresh_only_ = false;
+  int64_t next_candidate_ = 0;
+  int64_t current_id_ = -1;
+  UniqueFd current_fd_;
+  uint64_t current_size_ = 0;
+  uint64_t object_start_ = 0;
+  bool created_file_ = false;
+  std::set<int64_t> touched_;
+  std::vector<UniqueFd> unsynced_;  // fds of packs rolled over before Commit
+  std::vector<std::string> held_locks_;
+};
+
+}  // namespace packstore
+
+#endif  // PACKSTORE_SERVER_STORE_PACK_FILES_H_
