@@ -4,8 +4,9 @@
 // h.Update(chunk1); h.Update(chunk2);
 // std::string key = h.HexDigest();   // lowercase hex, the object's key
 //
-// Thread-safety: a Hasher is used by one thread at a time. Construction
-// aborts only if OpenSSL cannot allocate a context (out of memory).
+// Thread-safety: a Hasher is used by one thread at a time. With the built-in
+// digests OpenSSL fails only when out of memory; the hasher then aborts
+// rather than hand out a wrong key.
 #ifndef PACKSTORE_COMMON_HASHER_H_
 #define PACKSTORE_COMMON_HASHER_H_
 

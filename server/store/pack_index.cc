@@ -132,8 +132,10 @@ absl::StatusOr<std::unique_ptr<PackIndex>> PackIndex::Open(const std::string& pa
         sqlite3_stmt * stmt,
         w.Prepare("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='db_object'"));
     int rc = sqlite3_step(stmt);
+    int64_t tables = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
+    sqlite3_reset(stmt);
     if (rc != SQLITE_ROW) return SqliteError(w.db(), rc, "read schema");
-    if (sqlite3_column_int64(stmt, 0) != 1) {
+    if (tables != 1) {
       return absl::DataLossError(path + " has no db_object table: not a container index");
     }
     // Containers made by disk-objectstore are in WAL mode already; this is a

@@ -1,0 +1,70 @@
+// Object keys: hash types and key validation.
+#include "common/hash_key.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace packstore {
+namespace {
+
+// This Abseil build keeps its own string_view type, distinct from std's.
+absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Enough to recognise a key in a log line; a hostile caller must not be able
+// to blow up error messages with a megabyte "key".
+constexpr size_t kQuotedKeyPrefix = 80;
+
+std::string QuoteKey(std::string_view key) {
+  std::string quoted =
+      absl::StrCat("\"", absl::CHexEscape(AsAbsl(key.substr(0, kQuotedKeyPrefix))), "\"");
+  if (key.size() > kQuotedKeyPrefix) {
+    absl::StrAppend(&quoted, "... (", key.size(), " bytes)");
+  }
+  return quoted;
+}
+
+bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+}  // namespace
+
+size_t HexKeyLength(HashType type) {
+  switch (type) {
+    case HashType::kSha256:
+      return 64;
+    case HashType::kSha1:
+      return 40;
+  }
+  return 0;
+}
+
+std::string_view HashTypeName(HashType type) {
+  switch (type) {
+    case HashType::kSha256:
+      return "sha256";
+    case HashType::kSha1:
+      return "sha1";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<HashType> ParseHashType(std::string_view name) {
+  if (name == "sha256") return HashType::kSha256;
+  if (name == "sha1") return HashType::kSha1;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown hash_type ", QuoteKey(name), "; expected \"sha256\" or \"sha1\""));
+}
+
+absl::Status ValidateKey(std::string_view key, HashType type) {
+  const size_t expected = HexKeyLength(type);
+  if (key.size() == expected && std::all_of(key.begin(), key.end(), IsLowerHex)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("invalid ", AsAbsl(HashTypeName(type)), " key ",
+                                                 QuoteKey(key), ": expected ", expected,
+                                                 " lowercase hex characters"));
+}
+
+}  // namespace packstore

@@ -1,0 +1,47 @@
+// Helpers for the engine tests.
+#include "tests/store/test_util.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <random>
+
+namespace packstore::testing {
+
+TempDir::TempDir() {
+  std::string tmpl = std::filesystem::temp_directory_path().string() + "/packstore-test-XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  if (made == nullptr) std::abort();
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::string RandomBytes(uint64_t seed, size_t size) {
+  std::mt19937_64 rng(seed);
+  std::string out(size, '\0');
+  for (size_t i = 0; i < size; i += 8) {
+    uint64_t v = rng();
+    for (size_t j = 0; j < 8 && i + j < size; ++j) out[i + j] = static_cast<char>(v >> (8 * j));
+  }
+  return out;
+}
+
+std::string TextBytes(uint64_t seed, size_t size) {
+  static const char* kWords[] = {"pack", "object", "store", "index", "loose", "window",
+                                 "cache", "hash", "key", "stream", "zlib", "daemon"};
+  std::mt19937_64 rng(seed);
+  std::string out;
+  out.reserve(size + 16);
+  while (out.size() < size) {
+    out += kWords[rng() % 12];
+    out += (rng() % 8 == 0) ? '\n' : ' ';
+  }
+  out.resize(size);
+  return out;
+}
+
+}  // namespace packstore::testing
