@@ -93,8 +93,8 @@ absl::Status Container::Init(const std::string& dir, const InitOptions& options)
   if (!IsDiskObjectstoreCompatible(options.codec) && !options.allow_incompatible_codec) {
     return absl::InvalidArgumentError(StrCat(
         "compression ", CodecName(options.codec),
-        " makes the container unreadable by disk-objectstore; ask for it explicitly "
-        "(allow_incompatible_codec) if that is what you want"));
+        " makes the container unreadable by disk-objectstore; allow it explicitly "
+        "(packstore init --allow-incompatible) if that is what you want"));
   }
   if (PathExists(dir)) {
     if (PathExists(JoinPath(dir, "config.json"))) {
