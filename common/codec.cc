@@ -11,8 +11,8 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_cat.h"
 #include "common/status_util.h"
+#include "common/str_cat.h"
 
 namespace packstore {
 namespace {
@@ -37,8 +37,8 @@ int MaxLevel(CodecKind kind) { return kind == CodecKind::kZlib ? kZlibMaxLevel :
 
 absl::Status CheckLevel(Codec codec) {
   if (codec.level >= 1 && codec.level <= MaxLevel(codec.kind)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(KindName(codec.kind), " level ", codec.level,
-                                                 " out of range 1..", MaxLevel(codec.kind)));
+  return absl::InvalidArgumentError(StrCat(KindName(codec.kind), " level ", codec.level,
+                                           " out of range 1..", MaxLevel(codec.kind)));
 }
 
 // Accepts only the canonical spelling ("7", not "07" or "+7"), so that a
@@ -68,7 +68,7 @@ class ZlibCompressor final : public Compressor {
     // deflateInit, not deflateInit2 with other window bits: it writes the
     // RFC 1950 wrapper (78 01 for level 1) that disk-objectstore expects.
     if (deflateInit(&stream_, level) != Z_OK) {
-      return absl::InternalError(absl::StrCat("deflateInit failed at level ", level));
+      return absl::InternalError(StrCat("deflateInit failed at level ", level));
     }
     initialized_ = true;
     return absl::OkStatus();
@@ -155,7 +155,7 @@ class ZstdCompressor final : public Compressor {
   absl::Status SetParameter(ZSTD_cParameter parameter, int value) {
     const size_t rc = ZSTD_CCtx_setParameter(stream_, parameter, value);
     if (ZSTD_isError(rc)) {
-      return absl::InternalError(absl::StrCat("ZSTD_CCtx_setParameter: ", ZSTD_getErrorName(rc)));
+      return absl::InternalError(StrCat("ZSTD_CCtx_setParameter: ", ZSTD_getErrorName(rc)));
     }
     return absl::OkStatus();
   }
@@ -167,8 +167,7 @@ class ZstdCompressor final : public Compressor {
       ZSTD_outBuffer piece{buffer_, kOutputChunk, 0};
       const size_t remaining = ZSTD_compressStream2(stream_, &piece, &in, mode);
       if (ZSTD_isError(remaining)) {
-        return absl::InternalError(
-            absl::StrCat("ZSTD_compressStream2: ", ZSTD_getErrorName(remaining)));
+        return absl::InternalError(StrCat("ZSTD_compressStream2: ", ZSTD_getErrorName(remaining)));
       }
       out->append(buffer_, piece.pos);
       // ZSTD_e_end is done once nothing is left to flush; ZSTD_e_continue
@@ -200,7 +199,7 @@ class StreamDecompressor : public Decompressor {
     if (input.empty() || !status_.ok()) return;
     if (finished_) {
       status_ = absl::DataLossError(
-          absl::StrCat(KindName(kind_), ": bytes after the end of the compressed stream"));
+          StrCat(KindName(kind_), ": bytes after the end of the compressed stream"));
     } else if (!input_.empty() || output_pending_) {
       status_ = absl::FailedPreconditionError("Decompressor::Feed before NeedsInput()");
     } else {
@@ -222,8 +221,7 @@ class StreamDecompressor : public Decompressor {
         finished_ = true;
         output_pending_ = false;
         if (!input_.empty()) {
-          status_ =
-              absl::DataLossError(absl::StrCat(KindName(kind_), ": ", input_.size(),
+          status_ = absl::DataLossError(StrCat(KindName(kind_), ": ", input_.size(),
                                                " bytes after the end of the compressed stream"));
           return status_;
         }
@@ -234,8 +232,7 @@ class StreamDecompressor : public Decompressor {
         // Both libraries promise progress when given input and space; if one
         // ever did not, callers would spin on 0 without NeedsInput().
         if (step.consumed == 0 && step.produced == 0) {
-          status_ =
-              absl::InternalError(absl::StrCat(KindName(kind_), ": decoder made no progress"));
+          status_ = absl::InternalError(StrCat(KindName(kind_), ": decoder made no progress"));
           return status_;
         }
       }
@@ -306,11 +303,11 @@ class ZlibDecompressor final : public StreamDecompressor {
         return absl::DataLossError("zlib: stream asks for a preset dictionary");
       case Z_DATA_ERROR:
         return absl::DataLossError(
-            absl::StrCat("zlib: ", stream_.msg != nullptr ? stream_.msg : "corrupt stream"));
+            StrCat("zlib: ", stream_.msg != nullptr ? stream_.msg : "corrupt stream"));
       case Z_MEM_ERROR:
         return absl::ResourceExhaustedError("zlib: out of memory");
       default:
-        return absl::InternalError(absl::StrCat("inflate returned ", rc));
+        return absl::InternalError(StrCat("inflate returned ", rc));
     }
   }
 
@@ -330,7 +327,7 @@ class ZstdDecompressor final : public StreamDecompressor {
     if (stream_ == nullptr) return absl::InternalError("ZSTD_createDStream failed");
     const size_t rc = ZSTD_DCtx_setParameter(stream_, ZSTD_d_windowLogMax, kZstdWindowLogMax);
     if (ZSTD_isError(rc)) {
-      return absl::InternalError(absl::StrCat("ZSTD_DCtx_setParameter: ", ZSTD_getErrorName(rc)));
+      return absl::InternalError(StrCat("ZSTD_DCtx_setParameter: ", ZSTD_getErrorName(rc)));
     }
     return absl::OkStatus();
   }
@@ -345,7 +342,7 @@ class ZstdDecompressor final : public StreamDecompressor {
       if (ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation) {
         return absl::ResourceExhaustedError("zstd: out of memory");
       }
-      return absl::DataLossError(absl::StrCat("zstd: ", ZSTD_getErrorName(rc)));
+      return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(rc)));
     }
     step->consumed = in.pos;
     step->produced = output.pos;
@@ -363,7 +360,7 @@ class ZstdDecompressor final : public StreamDecompressor {
 
 absl::StatusOr<Codec> ParseCodec(std::string_view name) {
   for (CodecKind kind : {CodecKind::kZlib, CodecKind::kZstd}) {
-    const std::string prefix = absl::StrCat(KindName(kind), "+");
+    const std::string prefix = StrCat(KindName(kind), "+");
     Codec codec{kind, 0};
     if (name.starts_with(prefix) &&
         ParseLevel(name.substr(prefix.size()), MaxLevel(kind), &codec.level)) {
@@ -371,12 +368,12 @@ absl::StatusOr<Codec> ParseCodec(std::string_view name) {
     }
   }
   const std::string_view quoted = name.substr(0, 40);
-  return absl::InvalidArgumentError(absl::StrCat(
+  return absl::InvalidArgumentError(StrCat(
       "unknown compression \"", absl::CHexEscape(absl::string_view(quoted.data(), quoted.size())),
       "\"; expected zlib+1 .. zlib+", kZlibMaxLevel, " or zstd+1 .. zstd+", kZstdMaxLevel));
 }
 
-std::string CodecName(Codec codec) { return absl::StrCat(KindName(codec.kind), "+", codec.level); }
+std::string CodecName(Codec codec) { return StrCat(KindName(codec.kind), "+", codec.level); }
 
 absl::StatusOr<std::unique_ptr<Compressor>> Compressor::Create(Codec codec) {
   PACKSTORE_RETURN_IF_ERROR(CheckLevel(codec));
@@ -436,15 +433,15 @@ absl::StatusOr<std::string> DecompressAll(CodecKind kind, std::string_view input
     PACKSTORE_ASSIGN_OR_RETURN(size_t produced, decompressor->Produce(&extra, 1));
     if (produced > 0) {
       return absl::DataLossError(
-          absl::StrCat(KindName(kind), ": decompresses to more than ", expected_size, " bytes"));
+          StrCat(KindName(kind), ": decompresses to more than ", expected_size, " bytes"));
     }
   }
   if (!decompressor->Finished()) {
-    return absl::DataLossError(absl::StrCat(KindName(kind), ": compressed stream is truncated"));
+    return absl::DataLossError(StrCat(KindName(kind), ": compressed stream is truncated"));
   }
   if (total != expected_size) {
-    return absl::DataLossError(absl::StrCat(KindName(kind), ": decompresses to ", total,
-                                            " bytes, expected ", expected_size));
+    return absl::DataLossError(
+        StrCat(KindName(kind), ": decompresses to ", total, " bytes, expected ", expected_size));
   }
   return out;
 }

@@ -5,24 +5,20 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_cat.h"
+#include "common/str_cat.h"
 
 namespace packstore {
 namespace {
-
-// This Abseil build keeps its own string_view type, distinct from std's.
-absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Enough to recognise a key in a log line; a hostile caller must not be able
 // to blow up error messages with a megabyte "key".
 constexpr size_t kQuotedKeyPrefix = 80;
 
 std::string QuoteKey(std::string_view key) {
+  const std::string_view prefix = key.substr(0, kQuotedKeyPrefix);
   std::string quoted =
-      absl::StrCat("\"", absl::CHexEscape(AsAbsl(key.substr(0, kQuotedKeyPrefix))), "\"");
-  if (key.size() > kQuotedKeyPrefix) {
-    absl::StrAppend(&quoted, "... (", key.size(), " bytes)");
-  }
+      StrCat("\"", absl::CHexEscape(absl::string_view(prefix.data(), prefix.size())), "\"");
+  if (key.size() > kQuotedKeyPrefix) quoted += StrCat("... (", key.size(), " bytes)");
   return quoted;
 }
 
@@ -54,7 +50,7 @@ absl::StatusOr<HashType> ParseHashType(std::string_view name) {
   if (name == "sha256") return HashType::kSha256;
   if (name == "sha1") return HashType::kSha1;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown hash_type ", QuoteKey(name), "; expected \"sha256\" or \"sha1\""));
+      StrCat("unknown hash_type ", QuoteKey(name), "; expected \"sha256\" or \"sha1\""));
 }
 
 absl::Status ValidateKey(std::string_view key, HashType type) {
@@ -62,9 +58,8 @@ absl::Status ValidateKey(std::string_view key, HashType type) {
   if (key.size() == expected && std::all_of(key.begin(), key.end(), IsLowerHex)) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("invalid ", AsAbsl(HashTypeName(type)), " key ",
-                                                 QuoteKey(key), ": expected ", expected,
-                                                 " lowercase hex characters"));
+  return absl::InvalidArgumentError(StrCat("invalid ", HashTypeName(type), " key ", QuoteKey(key),
+                                           ": expected ", expected, " lowercase hex characters"));
 }
 
 }  // namespace packstore

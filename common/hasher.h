@@ -10,6 +10,7 @@
 #ifndef PACKSTORE_COMMON_HASHER_H_
 #define PACKSTORE_COMMON_HASHER_H_
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 

@@ -6,13 +6,10 @@
 #include <string>
 
 #include "absl/strings/cord.h"
-#include "absl/strings/str_cat.h"
+#include "common/str_cat.h"
 
 namespace packstore {
 namespace {
-
-// This Abseil build keeps its own string_view type, distinct from std's.
-absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // strerror() may share a static buffer between threads; strerror_r() is
 // declared in its XSI form (int) or its GNU form (char*) depending on the
@@ -56,16 +53,15 @@ absl::StatusCode ErrnoCode(int err) {
 }  // namespace
 
 absl::Status ErrnoStatus(int err, std::string_view what) {
-  return absl::Status(ErrnoCode(err), absl::StrCat(AsAbsl(what), ": ", ErrnoMessage(err)));
+  return absl::Status(ErrnoCode(err), StrCat(what, ": ", ErrnoMessage(err)));
 }
 
 absl::Status Annotate(const absl::Status& status, std::string_view context) {
   // An OK status carries no message to annotate.
   if (status.ok()) return status;
-  absl::Status annotated(status.code(),
-                         status.message().empty()
-                             ? std::string(context)
-                             : absl::StrCat(AsAbsl(context), ": ", status.message()));
+  absl::Status annotated(status.code(), status.message().empty()
+                                            ? std::string(context)
+                                            : StrCat(context, ": ", status.message()));
   status.ForEachPayload([&annotated](absl::string_view type_url, const absl::Cord& payload) {
     annotated.SetPayload(type_url, payload);
   });

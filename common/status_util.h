@@ -12,6 +12,7 @@
 #define PACKSTORE_COMMON_STATUS_UTIL_H_
 
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
