@@ -18,6 +18,7 @@
 #include "server/store/container_internal.h"
 #include "server/store/object_reader.h"
 #include "server/store/pack_files.h"
+#include "server/store/stored_file.h"
 
 namespace packstore {
 
@@ -61,17 +62,18 @@ absl::StatusOr<bool> ShouldCompressFile(CompressMode mode, int fd, uint64_t size
 struct Container::Resolved {
   std::string key;
   std::optional<PackedLocation> packed;
-  std::shared_ptr<const PackFile> pack;
-  std::shared_ptr<UniqueFd> loose;
+  std::shared_ptr<const StoredFile> file;  // the pack, or the loose file
   uint64_t size = 0;
 };
 
-Container::Container(std::string dir, ContainerConfig config, OpenMode mode)
+Container::Container(std::string dir, ContainerConfig config, OpenMode mode,
+                     std::unique_ptr<RegionCache> cache)
     : dir_(std::move(dir)),
       config_(std::move(config)),
       mode_(mode),
       loose_(dir_, config_.loose_prefix_len, config_.hash_type),
-      packs_(std::make_unique<PackFileTable>(JoinPath(dir_, "packs"))),
+      cache_(std::move(cache)),
+      packs_(std::make_unique<PackFileTable>(JoinPath(dir_, "packs"), cache_.get())),
       pack_writer_(std::make_unique<PackWriter>(JoinPath(dir_, "packs"),
                                                 config_.pack_size_target)) {}
 
@@ -134,7 +136,9 @@ absl::Status Container::Init(const std::string& dir, const InitOptions& options)
   return FsyncDir(dir);
 }
 
-absl::StatusOr<std::unique_ptr<Container>> Container::Open(const std::string& dir, OpenMode mode) {
+absl::StatusOr<std::unique_ptr<Container>> Container::Open(const std::string& dir,
+                                                           const OpenOptions& options) {
+  const OpenMode mode = options.mode;
   auto text = ReadSmallFile(JoinPath(dir, "config.json"));
   if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(dir + " is not a container: it has no config.json");
@@ -147,7 +151,11 @@ absl::StatusOr<std::unique_ptr<Container>> Container::Open(const std::string& di
                                               "/ is missing"));
     }
   }
-  std::unique_ptr<Container> c(new Container(dir, std::move(config), mode));
+  std::unique_ptr<RegionCache> cache;
+  if (mode == OpenMode::kWriter) {
+    PACKSTORE_ASSIGN_OR_RETURN(cache, RegionCache::Create(options.cache));
+  }
+  std::unique_ptr<Container> c(new Container(dir, std::move(config), mode, std::move(cache)));
   if (mode == OpenMode::kWriter) {
     std::string lock_path = JoinPath(dir, "packstore.lock");
     PACKSTORE_ASSIGN_OR_RETURN(c->writer_lock_, OpenFile(lock_path, O_RDWR | O_CREAT, 0644));
@@ -349,14 +357,83 @@ absl::StatusOr<WrittenObject> Container::PutPackedStream(ObjectSource& source, C
     pack_writer_->Abandon();
     return row.status();
   }
-  PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
   // Known only now: if the object was packed already, the new bytes are
-  // left as a hole and the existing row kept.
+  // left as a hole and the existing row kept. A pack that no row points
+  // into (one this append just started) is removed instead, while its lock
+  // is still held: left behind, it would be an orphan pack to validate.
+  auto existing = index_->Lookup(row->key);
+  bool pack_has_rows = false;
+  absl::Status scan;
+  if (existing.ok() && existing->has_value()) {
+    scan = index_->ForEachRow(row->location.pack_id, [&](const IndexRow&) {
+      pack_has_rows = true;
+      return absl::CancelledError();  // one row is enough
+    });
+  }
+  if (!existing.ok() || (!scan.ok() && !pack_has_rows)) {
+    pack_writer_->Abandon();
+    return existing.ok() ? scan : existing.status();
+  }
+  if (existing->has_value() && !pack_has_rows) {
+    absl::Status removed = packs_->Remove(row->location.pack_id);
+    pack_writer_->Abandon();
+    PACKSTORE_RETURN_IF_ERROR(removed);
+    return WrittenObject{row->key, row->location.size};
+  }
+  PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
   PACKSTORE_RETURN_IF_ERROR(index_->InsertRows({*row}).status());
   return WrittenObject{row->key, row->location.size};
 }
 
 // --- Reads ---
+
+absl::StatusOr<std::vector<std::optional<PackedLocation>>> Container::LookupAndOpen(
+    const std::vector<std::string>& keys,
+    std::map<int64_t, std::shared_ptr<const StoredFile>>* files) {
+  // A shared opener's writer (another process) may move rows and replace
+  // pack files at any time, so a row is used only if the index still says
+  // the same after its pack was opened: the file opened then is the one the
+  // row describes. A few rounds outlast any repack step.
+  constexpr int kMaxRounds = 20;
+  for (int round = 0;; ++round) {
+    files->clear();
+    PACKSTORE_ASSIGN_OR_RETURN(auto locations, index_->LookupMany(keys));
+    absl::Status opened;
+    for (const auto& location : locations) {
+      if (!location) continue;
+      auto& file = (*files)[location->pack_id];
+      if (file) continue;
+      auto got = packs_->Get(location->pack_id);
+      if (!got.ok()) {
+        opened = got.status();
+        break;
+      }
+      file = std::move(*got);
+    }
+    if (packs_->cached()) {
+      PACKSTORE_RETURN_IF_ERROR(opened);
+      return locations;
+    }
+    if (opened.ok() || absl::IsDataLoss(opened)) {
+      PACKSTORE_ASSIGN_OR_RETURN(auto again, index_->LookupMany(keys));
+      bool same = true;
+      for (size_t i = 0; i < keys.size() && same; ++i) {
+        same = locations[i].has_value() == again[i].has_value() &&
+               (!locations[i] || (locations[i]->pack_id == again[i]->pack_id &&
+                                  locations[i]->offset == again[i]->offset &&
+                                  locations[i]->length == again[i]->length));
+      }
+      if (same) {
+        PACKSTORE_RETURN_IF_ERROR(opened);
+        return locations;
+      }
+    }
+    if (!opened.ok() && !absl::IsDataLoss(opened)) return opened;
+    if (round == kMaxRounds) {
+      return absl::UnavailableError("the container's writer keeps moving these objects; retry");
+    }
+  }
+}
 
 absl::StatusOr<Container::Resolved> Container::Resolve(std::string_view key) {
   PACKSTORE_RETURN_IF_ERROR(CheckKey(key));
@@ -364,9 +441,11 @@ absl::StatusOr<Container::Resolved> Container::Resolve(std::string_view key) {
   r.key = std::string(key);
   auto lookup_packed = [&]() -> absl::StatusOr<bool> {
     absl::ReaderMutexLock layout(&packs_->layout_mu());
-    PACKSTORE_ASSIGN_OR_RETURN(r.packed, index_->Lookup(key));
+    std::map<int64_t, std::shared_ptr<const StoredFile>> files;
+    PACKSTORE_ASSIGN_OR_RETURN(auto locations, LookupAndOpen({r.key}, &files));
+    r.packed = locations[0];
     if (!r.packed) return false;
-    PACKSTORE_ASSIGN_OR_RETURN(r.pack, packs_->Get(r.packed->pack_id));
+    r.file = files[r.packed->pack_id];
     r.size = r.packed->size;
     return true;
   };
@@ -375,7 +454,7 @@ absl::StatusOr<Container::Resolved> Container::Resolve(std::string_view key) {
   auto fd = loose_.Open(key);
   if (fd.ok()) {
     PACKSTORE_ASSIGN_OR_RETURN(r.size, FileSize(fd->get()));
-    r.loose = std::make_shared<UniqueFd>(std::move(*fd));
+    r.file = std::make_shared<FdStoredFile>(std::move(*fd));
     return r;
   }
   if (!absl::IsNotFound(fd.status())) return fd.status();
@@ -387,13 +466,11 @@ absl::StatusOr<Container::Resolved> Container::Resolve(std::string_view key) {
 
 absl::StatusOr<std::unique_ptr<ObjectReader>> Container::ReaderFor(Resolved r) {
   if (r.packed) {
-    int fd = r.pack->fd.get();
-    return std::make_unique<ObjectReader>(std::move(r.pack), fd, r.packed->offset,
-                                          r.packed->length, r.packed->size,
-                                          r.packed->compressed, config_.codec.kind);
+    return std::make_unique<ObjectReader>(std::move(r.file), r.packed->offset, r.packed->length,
+                                          r.packed->size, r.packed->compressed,
+                                          config_.codec.kind);
   }
-  int fd = r.loose->get();
-  return std::make_unique<ObjectReader>(std::move(r.loose), fd, 0, r.size, r.size, false,
+  return std::make_unique<ObjectReader>(std::move(r.file), 0, r.size, r.size, false,
                                         config_.codec.kind);
 }
 
@@ -469,19 +546,15 @@ absl::Status Container::GetMany(
   };
   std::vector<Item> packed;
   std::vector<const std::string*> other;
-  std::map<int64_t, std::shared_ptr<const PackFile>> files;
+  std::map<int64_t, std::shared_ptr<const StoredFile>> files;
   {
     absl::ReaderMutexLock layout(&packs_->layout_mu());
-    PACKSTORE_ASSIGN_OR_RETURN(auto locations, index_->LookupMany(unique_keys));
+    PACKSTORE_ASSIGN_OR_RETURN(auto locations, LookupAndOpen(unique_keys, &files));
     for (size_t i = 0; i < unique_keys.size(); ++i) {
-      if (!locations[i]) {
+      if (locations[i]) {
+        packed.push_back(Item{&unique_keys[i], *locations[i]});
+      } else {
         other.push_back(&unique_keys[i]);
-        continue;
-      }
-      packed.push_back(Item{&unique_keys[i], *locations[i]});
-      auto& file = files[locations[i]->pack_id];
-      if (!file) {
-        PACKSTORE_ASSIGN_OR_RETURN(file, packs_->Get(locations[i]->pack_id));
       }
     }
   }
@@ -497,9 +570,9 @@ absl::Status Container::GetMany(
   std::string span;
   for (size_t i = 0; i < packed.size();) {
     const Item& first = packed[i];
-    const PackFile& file = *files[first.location.pack_id];
+    const std::shared_ptr<const StoredFile>& file = files[first.location.pack_id];
     if (first.location.length > kSpan) {
-      ObjectReader reader(nullptr, file.fd.get(), first.location.offset, first.location.length,
+      ObjectReader reader(file, first.location.offset, first.location.length,
                           first.location.size, first.location.compressed, config_.codec.kind);
       auto content = reader.ReadRest();
       if (!content.ok()) {
@@ -520,7 +593,7 @@ absl::Status Container::GetMany(
       ++end;
     }
     span.resize(span_end - first.location.offset);
-    absl::Status read = PreadExact(file.fd.get(), span.data(), span.size(), first.location.offset);
+    absl::Status read = file->ReadAt(first.location.offset, span.data(), span.size());
     for (; i < end; ++i) {
       const PackedLocation& loc = packed[i].location;
       if (!read.ok()) {
@@ -575,6 +648,10 @@ absl::Status Container::ListKeys(std::string_view after,
     if (!fn(loose[next])) break;
   }
   return absl::OkStatus();
+}
+
+RegionCacheStats Container::CacheStats() const {
+  return cache_ ? cache_->GetStats() : RegionCacheStats{};
 }
 
 absl::Status Container::Checkpoint() {

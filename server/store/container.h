@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/cache/region_cache.h"
 #include "server/store/config.h"
 #include "server/store/loose_store.h"
 #include "server/store/object_source.h"
@@ -56,6 +58,7 @@ namespace packstore {
 
 class ObjectReader;
 class PackFileTable;
+class StoredFile;
 class PackWriter;
 
 // Whether to compress an object written to a pack.
@@ -80,6 +83,13 @@ struct InitOptions {
 };
 
 enum class OpenMode { kWriter, kShared };
+
+struct OpenOptions {
+  OpenMode mode = OpenMode::kWriter;
+  // The writer reads packs through a region cache with these limits
+  // (server/cache/region_cache.h); a shared opener reads them with pread.
+  RegionCacheOptions cache;
+};
 
 struct ObjectInfo {
   std::string key;
@@ -197,7 +207,13 @@ class Container {
   // (config.json or a folder missing), INVALID_ARGUMENT for a corrupt or
   // unsupported config.json, FAILED_PRECONDITION if another writer holds it.
   static absl::StatusOr<std::unique_ptr<Container>> Open(const std::string& dir,
-                                                         OpenMode mode = OpenMode::kWriter);
+                                                         const OpenOptions& options);
+  static absl::StatusOr<std::unique_ptr<Container>> Open(const std::string& dir,
+                                                         OpenMode mode = OpenMode::kWriter) {
+    OpenOptions options;
+    options.mode = mode;
+    return Open(dir, options);
+  }
   ~Container();
   Container(const Container&) = delete;
   Container& operator=(const Container&) = delete;
@@ -223,7 +239,8 @@ class Container {
   // --- Reads ---
   absl::StatusOr<std::string> Get(std::string_view key);
   absl::StatusOr<std::string> GetRange(std::string_view key, ByteRange range);
-  // A reader that streams the object in constant memory and seeks.
+  // A reader that streams the object in constant memory and seeks. It must
+  // not outlive the container.
   absl::StatusOr<std::unique_ptr<ObjectReader>> OpenObject(std::string_view key);
   absl::StatusOr<ObjectInfo> Stat(std::string_view key);
   absl::StatusOr<bool> Has(std::string_view key);
@@ -244,6 +261,8 @@ class Container {
   // until `fn` returns false.
   absl::Status ListKeys(std::string_view after, const std::function<bool(std::string_view)>& fn);
   absl::StatusOr<StoreCounts> Counts();
+  // The region cache's counters and gauges (all zero for a shared opener).
+  RegionCacheStats CacheStats() const;
 
   // --- Maintenance (writer only) ---
   absl::StatusOr<PackResult> PackAllLoose(const PackOptions& options, const ProgressFn& progress = {});
@@ -265,11 +284,18 @@ class Container {
 
  private:
   struct Resolved;
-  Container(std::string dir, ContainerConfig config, OpenMode mode);
+  Container(std::string dir, ContainerConfig config, OpenMode mode,
+            std::unique_ptr<RegionCache> cache);
 
   absl::Status RequireWriter(std::string_view operation) const;
   absl::Status CheckKey(std::string_view key) const;
   absl::StatusOr<Resolved> Resolve(std::string_view key);
+  // Looks up `keys` in the index and opens the packs their rows point at,
+  // such that each row is known to belong to the file opened for it (see
+  // PackFileTable). REQUIRES: packs_->layout_mu() held (shared).
+  absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupAndOpen(
+      const std::vector<std::string>& keys,
+      std::map<int64_t, std::shared_ptr<const StoredFile>>* files);
   absl::StatusOr<std::unique_ptr<ObjectReader>> ReaderFor(Resolved resolved);
   absl::Status Recover() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   // Appends `source` as one object at the writer's current position
@@ -284,6 +310,8 @@ class Container {
   const OpenMode mode_;
   LooseStore loose_;
   std::unique_ptr<PackIndex> index_;
+  // Declared before packs_: the cached packs retire themselves from it.
+  std::unique_ptr<RegionCache> cache_;
   std::unique_ptr<PackFileTable> packs_;
   UniqueFd writer_lock_;
   // The single writer: every pack or index mutation runs under it.

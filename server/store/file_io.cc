@@ -150,6 +150,30 @@ absl::Status Link(const std::string& from, const std::string& to) {
   return absl::OkStatus();
 }
 
+absl::Status CreateFileAtomically(const std::string& dir, const std::string& path,
+                                  std::string_view content) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    UniqueFd tmp(fd);
+    PACKSTORE_RETURN_IF_ERROR(WriteAll(tmp.get(), content));
+    // linkat(fd, "", AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; the
+    // /proc name of the fd needs nothing.
+    std::string proc_path = StrCat("/proc/self/fd/", tmp.get());
+    if (::linkat(AT_FDCWD, proc_path.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      return absl::OkStatus();
+    }
+    int err = errno;
+    if (err != ENOENT || PathExists("/proc/self/fd")) return ErrnoStatus(err, "link " + path);
+    // No /proc: fall back below.
+  } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    return ErrnoStatus(errno, "open " + dir);
+  }
+  PACKSTORE_ASSIGN_OR_RETURN(UniqueFd file, OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0644));
+  absl::Status status = WriteAll(file.get(), content);
+  if (!status.ok()) ::unlink(path.c_str());
+  return status;
+}
+
 absl::Status Unlink(const std::string& path) {
   if (::unlink(path.c_str()) != 0) return ErrnoStatus(errno, "unlink " + path);
   return absl::OkStatus();

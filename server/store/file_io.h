@@ -76,6 +76,14 @@ bool PathExists(const std::string& path);
 absl::Status Rename(const std::string& from, const std::string& to);
 // link(2): ALREADY_EXISTS if `to` exists.
 absl::Status Link(const std::string& from, const std::string& to);
+// Creates the file `path` (an entry of directory `dir`) holding `content`,
+// atomically: the name never exists with less than all of it (the content
+// goes into an unnamed O_TMPFILE file that is then linked into place).
+// ALREADY_EXISTS if `path` exists. Where O_TMPFILE or /proc is unavailable,
+// falls back to an O_EXCL create then a write, which a crash in between can
+// leave short.
+absl::Status CreateFileAtomically(const std::string& dir, const std::string& path,
+                                  std::string_view content);
 // unlink(2). NOT_FOUND if it does not exist.
 absl::Status Unlink(const std::string& path);
 // mkdir(2); an existing directory is not an error.

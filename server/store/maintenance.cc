@@ -13,6 +13,7 @@
 #include "server/store/container_internal.h"
 #include "server/store/object_reader.h"
 #include "server/store/pack_files.h"
+#include "server/store/stored_file.h"
 
 namespace packstore {
 
@@ -247,7 +248,7 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
     for (const IndexRow& row : rows) live += row.location.length;
     if (live == file_size && !options.compress) continue;
 
-    std::shared_ptr<const PackFile> old;
+    std::shared_ptr<const StoredFile> old;
     {
       absl::ReaderMutexLock layout(&packs_->layout_mu());
       PACKSTORE_ASSIGN_OR_RETURN(old, packs_->Get(id));
@@ -258,8 +259,8 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
     for (const IndexRow& row : rows) {
       const PackedLocation& loc = row.location;
       bool compress = loc.compressed;
-      ObjectReader reader(nullptr, old->fd.get(), loc.offset, loc.length, loc.size,
-                          loc.compressed, config_.codec.kind);
+      ObjectReader reader(old, loc.offset, loc.length, loc.size, loc.compressed,
+                          config_.codec.kind);
       if (options.compress) {
         if (*options.compress == CompressMode::kAuto) {
           // Sample the decoded content, as for any other object.
@@ -282,8 +283,7 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
       IndexRow copy;
       if (compress == loc.compressed) {
         // Same encoding: copy the stored bytes as they are.
-        ObjectReader raw(nullptr, old->fd.get(), loc.offset, loc.length, loc.length, false,
-                         config_.codec.kind);
+        ObjectReader raw(old, loc.offset, loc.length, loc.length, false, config_.codec.kind);
         internal::ReaderSource source(raw);
         auto pos = pack_writer_->BeginObject();
         if (!pos.ok()) {
@@ -404,7 +404,8 @@ absl::StatusOr<ImportResult> Container::Import(Container& source, const Progress
 
 absl::Status Container::ValidatePack(int64_t id, bool has_lock_file, ValidateReport& report,
                                      const ProgressFn& progress, uint64_t total) {
-  std::shared_ptr<const PackFile> file;
+  std::shared_ptr<const StoredFile> file;
+  uint64_t file_size = 0;
   std::vector<IndexRow> rows;
   {
     // The rows and the file are taken together, so a concurrent repack
@@ -428,8 +429,8 @@ absl::Status Container::ValidatePack(int64_t id, bool has_lock_file, ValidateRep
       return absl::OkStatus();
     }
     file = std::move(*got);
+    PACKSTORE_ASSIGN_OR_RETURN(file_size, PathSize(packs_->PathFor(id)));
   }
-  PACKSTORE_ASSIGN_OR_RETURN(uint64_t file_size, FileSize(file->fd.get()));
   uint64_t previous_end = 0;
   std::string previous_key;
   for (const IndexRow& row : rows) {
@@ -456,8 +457,8 @@ absl::Status Container::ValidatePack(int64_t id, bool has_lock_file, ValidateRep
                                             " differs from size ", loc.size)});
       continue;
     }
-    ObjectReader reader(nullptr, file->fd.get(), loc.offset, loc.length, loc.size,
-                        loc.compressed, config_.codec.kind);
+    ObjectReader reader(file, loc.offset, loc.length, loc.size, loc.compressed,
+                        config_.codec.kind);
     internal::ReaderSource source(reader);
     uint64_t size = 0;
     auto actual = HashSource(config_.hash_type, source, &size);

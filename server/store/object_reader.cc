@@ -5,17 +5,15 @@
 
 #include "common/str_cat.h"
 #include "common/status_util.h"
-#include "server/store/file_io.h"
 
 namespace packstore {
 namespace {
 constexpr size_t kInputChunk = 256 << 10;
 }  // namespace
 
-ObjectReader::ObjectReader(std::shared_ptr<const void> owner, int fd, uint64_t offset,
+ObjectReader::ObjectReader(std::shared_ptr<const StoredFile> file, uint64_t offset,
                            uint64_t length, uint64_t size, bool compressed, CodecKind kind)
-    : owner_(std::move(owner)),
-      fd_(fd),
+    : file_(std::move(file)),
       offset_(offset),
       length_(length),
       size_(size),
@@ -28,7 +26,7 @@ absl::StatusOr<size_t> ObjectReader::Read(char* buf, size_t capacity) {
   capacity = static_cast<size_t>(std::min<uint64_t>(capacity, size_ - position_));
   if (capacity == 0) return 0;
   if (compressed_) return ReadCompressed(buf, capacity);
-  PACKSTORE_RETURN_IF_ERROR(PreadExact(fd_, buf, capacity, offset_ + position_));
+  PACKSTORE_RETURN_IF_ERROR(file_->ReadAt(offset_ + position_, buf, capacity));
   position_ += capacity;
   return capacity;
 }
@@ -48,7 +46,7 @@ absl::StatusOr<size_t> ObjectReader::ReadCompressed(char* buf, size_t capacity) 
       if (input_consumed_ == length_) break;
       size_t n = static_cast<size_t>(std::min<uint64_t>(kInputChunk, length_ - input_consumed_));
       input_.resize(n);
-      PACKSTORE_RETURN_IF_ERROR(PreadExact(fd_, input_.data(), n, offset_ + input_consumed_));
+      PACKSTORE_RETURN_IF_ERROR(file_->ReadAt(offset_ + input_consumed_, input_.data(), n));
       input_consumed_ += n;
       decompressor_->Feed(input_);
     }

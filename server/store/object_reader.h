@@ -25,14 +25,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/codec.h"
+#include "server/store/stored_file.h"
 
 namespace packstore {
 
 class ObjectReader {
  public:
-  // Reads `size` bytes stored at [offset, offset + length) of `fd`, which
-  // `owner` keeps open. `compressed` means the bytes are a `kind` stream.
-  ObjectReader(std::shared_ptr<const void> owner, int fd, uint64_t offset, uint64_t length,
+  // Reads an object of `size` bytes stored at [offset, offset + length) of
+  // `file`. `compressed` means the stored bytes are a `kind` stream.
+  ObjectReader(std::shared_ptr<const StoredFile> file, uint64_t offset, uint64_t length,
                uint64_t size, bool compressed, CodecKind kind);
   ~ObjectReader();
 
@@ -51,8 +52,7 @@ class ObjectReader {
   absl::Status Restart();
   absl::StatusOr<size_t> ReadCompressed(char* buf, size_t capacity);
 
-  std::shared_ptr<const void> owner_;
-  const int fd_;
+  std::shared_ptr<const StoredFile> file_;
   const uint64_t offset_;
   const uint64_t length_;
   const uint64_t size_;

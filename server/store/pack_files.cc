@@ -22,26 +22,59 @@ std::optional<int64_t> ParsePackName(std::string_view name) {
 
 std::string PackFileTable::PathFor(int64_t id) const { return JoinPath(dir_, std::to_string(id)); }
 
-absl::StatusOr<std::shared_ptr<const PackFile>> PackFileTable::Get(int64_t id) {
+namespace {
+
+// A pack read through the region cache; retired from it once the last
+// reader lets go.
+class CachedPack : public StoredFile {
+ public:
+  CachedPack(RegionCache* cache, PackFile registration)
+      : cache_(cache), registration_(std::move(registration)) {}
+  ~CachedPack() override { cache_->Retire(registration_).IgnoreError(); }
+  absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const override {
+    return cache_->Read(registration_, offset, dst, n);
+  }
+
+ private:
+  RegionCache* const cache_;
+  const PackFile registration_;
+};
+
+absl::Status MissingPack(int64_t id) {
+  return absl::DataLossError(
+      StrCat("pack file packs/", id, " is missing but the index points at it"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const StoredFile>> PackFileTable::Get(int64_t id) {
+  if (cache_ == nullptr) {
+    auto fd = OpenFile(PathFor(id), O_RDONLY);
+    if (absl::IsNotFound(fd.status())) return MissingPack(id);
+    if (!fd.ok()) return fd.status();
+    return std::make_shared<FdStoredFile>(std::move(*fd));
+  }
   absl::MutexLock lock(&files_mu_);
   auto it = files_.find(id);
   if (it != files_.end()) return it->second;
-  auto fd = OpenFile(PathFor(id), O_RDONLY);
-  if (absl::IsNotFound(fd.status())) {
-    return absl::DataLossError(StrCat("pack file packs/", id,
-                                            " is missing but the index points at it"));
-  }
-  if (!fd.ok()) return fd.status();
-  auto file = std::make_shared<PackFile>(PackFile{id, std::move(*fd)});
+  auto registration = cache_->Register(PathFor(id));
+  if (absl::IsNotFound(registration.status())) return MissingPack(id);
+  if (!registration.ok()) return registration.status();
+  auto file = std::make_shared<CachedPack>(cache_, std::move(*registration));
   files_.emplace(id, file);
-  return std::shared_ptr<const PackFile>(file);
+  return file;
 }
 
 absl::Status PackFileTable::Remove(int64_t id) {
+  std::shared_ptr<const StoredFile> forgotten;  // released after the locks
   absl::MutexLock layout(&layout_mu_);
   {
     absl::MutexLock lock(&files_mu_);
-    files_.erase(id);
+    auto it = files_.find(id);
+    if (it != files_.end()) {
+      forgotten = std::move(it->second);
+      files_.erase(it);
+    }
   }
   absl::Status status = Unlink(PathFor(id));
   if (absl::IsNotFound(status)) return absl::OkStatus();
@@ -77,14 +110,16 @@ void PackWriter::Reset() {
 
 absl::Status PackWriter::OpenPack(int64_t id, bool must_be_new) {
   std::string lock_path = JoinPath(dir_, StrCat(id, ".lock"));
-  auto lock = OpenFile(lock_path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  if (absl::IsAlreadyExists(lock.status())) {
+  // Created with its content in one step: recovery keeps an empty lock (that
+  // is disk-objectstore's), so a writer killed between creating the file
+  // and writing it would otherwise lock this pack for good.
+  absl::Status lock = CreateFileAtomically(dir_, lock_path, StrCat("packstore ", ::getpid(), "\n"));
+  if (absl::IsAlreadyExists(lock)) {
     return absl::UnavailableError(StrCat(
         "pack ", id, " is locked by another process (packs/", id,
         ".lock exists); if no other packer is running, remove that file"));
   }
-  if (!lock.ok()) return lock.status();
-  WriteAll(lock->get(), StrCat("packstore ", ::getpid(), "\n")).IgnoreError();
+  PACKSTORE_RETURN_IF_ERROR(lock);
   held_locks_.push_back(lock_path);
 
   int flags = O_WRONLY | O_CREAT | (must_be_new ? O_EXCL : 0);

@@ -4,9 +4,9 @@
 // Packs are append-only and never rewritten or truncated in place. A repack
 // writes a new file and unlinks the old one; a pack id may later be reused
 // for a new file. Readers therefore hold layout_mu() shared from the index
-// lookup until they hold the PackFile (an open fd), and whoever unlinks a
-// pack holds it exclusively: a reader never pairs an old row with a new file
-// of the same id, and an fd it holds keeps reading the old bytes.
+// lookup until they hold the StoredFile, and whoever unlinks a pack holds it
+// exclusively: a reader never pairs an old row with a new file of the same
+// id, and a file it holds keeps reading the old bytes.
 //
 // Thread-safety: PackFileTable is thread-safe. PackWriter is owned by the
 // container's single writer and used under its lock.
@@ -26,14 +26,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/cache/region_cache.h"
 #include "server/store/file_io.h"
+#include "server/store/stored_file.h"
 
 namespace packstore {
-
-struct PackFile {
-  int64_t id = 0;
-  UniqueFd fd;  // O_RDONLY
-};
 
 struct PackListing {
   std::vector<int64_t> ids;          // valid pack names, ascending
@@ -47,25 +44,37 @@ std::optional<int64_t> ParsePackName(std::string_view name);
 
 class PackFileTable {
  public:
-  explicit PackFileTable(std::string packs_dir) : dir_(std::move(packs_dir)) {}
+  // With a cache (the writer's table), packs are read through it and stay
+  // registered until Remove: only this process replaces pack files, under
+  // layout_mu() exclusively. Without one (a shared opener, beside a writer
+  // in another process), Get opens packs/<id> afresh each time, since the
+  // writer may have replaced it unseen; the caller then checks that the
+  // rows it looked up before the open still hold after it.
+  PackFileTable(std::string packs_dir, RegionCache* cache)
+      : dir_(std::move(packs_dir)), cache_(cache) {}
 
   std::string PathFor(int64_t id) const;
   absl::Mutex& layout_mu() { return layout_mu_; }
+  bool cached() const { return cache_ != nullptr; }
 
-  // The open pack file `id`, opened on first use. DATA_LOSS if rows point at
-  // a pack file that does not exist. REQUIRES: layout_mu() held (shared).
-  absl::StatusOr<std::shared_ptr<const PackFile>> Get(int64_t id);
-  // Unlinks pack `id` and drops its cached fd (readers holding it keep
-  // reading the old file). Takes layout_mu() exclusively.
+  // The pack file `id`. DATA_LOSS if rows point at a pack file that does not
+  // exist. REQUIRES: layout_mu() held (shared).
+  absl::StatusOr<std::shared_ptr<const StoredFile>> Get(int64_t id);
+  // Unlinks pack `id` and forgets it. Readers that hold it keep reading the
+  // old file; its cache registration is retired when the last one lets go.
+  // (Should the cache have closed the file's descriptor under its fd limit
+  // meanwhile, such a reader gets an error, never other bytes.) Takes
+  // layout_mu() exclusively.
   absl::Status Remove(int64_t id);
 
   absl::StatusOr<PackListing> List() const;
 
  private:
   const std::string dir_;
+  RegionCache* const cache_;
   absl::Mutex layout_mu_;
   absl::Mutex files_mu_ ABSL_ACQUIRED_AFTER(layout_mu_);
-  std::map<int64_t, std::shared_ptr<const PackFile>> files_ ABSL_GUARDED_BY(files_mu_);
+  std::map<int64_t, std::shared_ptr<const StoredFile>> files_ ABSL_GUARDED_BY(files_mu_);
 };
 
 // Appends objects to packs for the single writer.
