@@ -592,8 +592,10 @@ TEST(ConcurrencyTest, SharedProcessesWriteLooseAndReadEachOtherWhileTheWriterMai
       "maintenance rounds that rewrote %llu packs\n",
       per_child[0], per_child[1], per_child[2], parent_entries.size(), rounds,
       static_cast<unsigned long long>(packs_rewritten));
-  for (int i = 0; i < kChildren; ++i) EXPECT_GT(per_child[i], 20u) << "child " << i;
-  EXPECT_GT(rounds, 3);
+  // Enough happened to mean something, even on a slow sanitizer build
+  // sharing two cores with other tests.
+  for (int i = 0; i < kChildren; ++i) EXPECT_GE(per_child[i], 5u) << "child " << i;
+  EXPECT_GE(rounds, 2);
   EXPECT_GT(packs_rewritten, 0u);
 
   auto opened = Container::Open(dir, OpenMode::kWriter);
