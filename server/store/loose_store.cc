@@ -65,7 +65,7 @@ absl::StatusOr<WrittenObject> LooseStore::Write(ObjectSource& source) {
   } cleanup{sandbox_path, renamed};
 
   Hasher hasher(hash_type_);
-  auto buf = std::make_unique<char[]>(kChunk);
+  auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
   uint64_t size = 0;
   while (true) {
     PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(buf.get(), kChunk));

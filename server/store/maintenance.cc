@@ -32,7 +32,7 @@ void Report(const ProgressFn& progress, std::string_view phase, uint64_t done, u
 // Reads a source to its end, hashing it. Returns the hex digest.
 absl::StatusOr<std::string> HashSource(HashType type, ObjectSource& source, uint64_t* size) {
   Hasher hasher(type);
-  auto buf = std::make_unique<char[]>(kChunk);
+  auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
   *size = 0;
   while (true) {
     PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(buf.get(), kChunk));
@@ -290,7 +290,7 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
           status = pos.status();
           break;
         }
-        auto buf = std::make_unique<char[]>(kChunk);
+        auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
         while (status.ok()) {
           auto n = source.Read(buf.get(), kChunk);
           if (!n.ok()) status = n.status();

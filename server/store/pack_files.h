@@ -125,6 +125,9 @@ class PackWriter {
   UniqueFd current_fd_;
   uint64_t current_size_ = 0;
   uint64_t object_start_ = 0;
+  // Appended bytes from here on have not been handed to writeback yet.
+  uint64_t writeback_from_ = 0;
+  static constexpr uint64_t kWritebackStep = 8 << 20;
   bool created_file_ = false;
   std::set<int64_t> touched_;
   std::vector<UniqueFd> unsynced_;  // fds of packs rolled over before Commit
