@@ -33,24 +33,15 @@
 namespace packstore {
 namespace {
 
+using ::packstore::testing::ExpectValid;
 using ::packstore::testing::RandomBytes;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
 using Clock = std::chrono::steady_clock;
 
-struct Spec {
-  bool text = false;
-  uint64_t seed = 0;
-  uint64_t size = 0;
-};
-
-std::string Content(const Spec& spec) {
-  return spec.text ? TextBytes(spec.seed, spec.size) : RandomBytes(spec.seed, spec.size);
-}
-
-std::string SpecText(const Spec& spec) {
-  return StrCat(spec.text ? "t" : "r", " ", spec.seed, " ", spec.size);
-}
+using ::packstore::testing::Content;
+using ::packstore::testing::Spec;
+using ::packstore::testing::SpecText;
 
 struct Entry {
   std::string key;
@@ -193,14 +184,6 @@ class Failures {
   std::vector<std::string> messages_ ABSL_GUARDED_BY(mu_);
 };
 
-void ExpectValid(Container& c) {
-  auto report = c.Validate();
-  ASSERT_TRUE(report.ok()) << report.status();
-  for (const ValidateIssue& issue : report->issues) {
-    ADD_FAILURE() << ValidateIssueKindName(issue.kind) << " " << issue.subject << ": "
-                  << issue.detail;
-  }
-}
 
 // Every entry reads back whole and exact.
 void ExpectAllRead(Container& c, const std::vector<Entry>& entries) {

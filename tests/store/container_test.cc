@@ -19,6 +19,7 @@
 namespace packstore {
 namespace {
 
+using ::packstore::testing::ExpectValid;
 using ::packstore::testing::RandomBytes;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
@@ -40,14 +41,6 @@ std::vector<std::string> AllKeys(Container& c) {
   return keys;
 }
 
-void ExpectValid(Container& c) {
-  auto report = c.Validate();
-  ASSERT_TRUE(report.ok()) << report.status();
-  for (const ValidateIssue& issue : report->issues) {
-    ADD_FAILURE() << ValidateIssueKindName(issue.kind) << " " << issue.subject << ": "
-                  << issue.detail;
-  }
-}
 
 // Every combination FORMAT.md allows that changes where bytes go.
 struct Layout {

@@ -32,26 +32,15 @@
 namespace packstore {
 namespace {
 
+using ::packstore::testing::ExpectValid;
 using ::packstore::testing::RandomBytes;
 using ::packstore::testing::StatusText;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
 
-// How to regenerate an object's content, so that only this small record has
-// to travel from the child to the parent.
-struct Spec {
-  bool text = false;
-  uint64_t seed = 0;
-  uint64_t size = 0;
-};
-
-std::string Content(const Spec& spec) {
-  return spec.text ? TextBytes(spec.seed, spec.size) : RandomBytes(spec.seed, spec.size);
-}
-
-std::string SpecText(const Spec& spec) {
-  return StrCat(spec.text ? "t" : "r", " ", spec.seed, " ", spec.size);
-}
+using ::packstore::testing::Content;
+using ::packstore::testing::Spec;
+using ::packstore::testing::SpecText;
 
 // Writes one whole line with a single write(): a line is either in the file
 // or, if the child dies inside the call, at worst cut short (and the parser
@@ -266,14 +255,6 @@ void ApplyLog(const std::string& log, Model& model) {
   }
 }
 
-void ExpectValid(Container& c) {
-  auto report = c.Validate();
-  ASSERT_TRUE(report.ok()) << report.status();
-  for (const ValidateIssue& issue : report->issues) {
-    ADD_FAILURE() << ValidateIssueKindName(issue.kind) << " " << issue.subject << ": "
-                  << issue.detail;
-  }
-}
 
 // packs/ with each lock file's content: what a failure needs explained.
 std::string DescribePacks(const std::string& dir) {

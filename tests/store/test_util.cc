@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <random>
 
+#include "common/str_cat.h"
+
 namespace packstore::testing {
 
 TempDir::TempDir() {
@@ -42,6 +44,23 @@ std::string TextBytes(uint64_t seed, size_t size) {
   }
   out.resize(size);
   return out;
+}
+
+std::string Content(const Spec& spec) {
+  return spec.text ? TextBytes(spec.seed, spec.size) : RandomBytes(spec.seed, spec.size);
+}
+
+std::string SpecText(const Spec& spec) {
+  return StrCat(spec.text ? "t" : "r", " ", spec.seed, " ", spec.size);
+}
+
+void ExpectValid(Container& c) {
+  auto report = c.Validate();
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const ValidateIssue& issue : report->issues) {
+    ADD_FAILURE() << ValidateIssueKindName(issue.kind) << " " << issue.subject << ": "
+                  << issue.detail;
+  }
 }
 
 }  // namespace packstore::testing

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "server/store/container.h"
 
 namespace packstore::testing {
 
@@ -27,6 +28,19 @@ class TempDir {
 std::string RandomBytes(uint64_t seed, size_t size);
 // `size` bytes of compressible text determined by `seed`.
 std::string TextBytes(uint64_t seed, size_t size);
+
+// How to regenerate an object's content, so that only this small record
+// has to travel between processes: "<t|r> <seed> <size>".
+struct Spec {
+  bool text = false;
+  uint64_t seed = 0;
+  uint64_t size = 0;
+};
+std::string Content(const Spec& spec);
+std::string SpecText(const Spec& spec);
+
+// Fails the test with one line per issue Validate reports.
+void ExpectValid(Container& c);
 
 // Asserts an absl::Status / StatusOr is OK, printing it otherwise.
 #define PS_ASSERT_OK(expr)                                    \
