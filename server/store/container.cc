@@ -749,6 +749,8 @@ RegionCacheStats Container::CacheStats() const {
   return cache_ ? cache_->GetStats() : RegionCacheStats{};
 }
 
+uint64_t Container::UnmapIdleWindows() { return cache_ ? cache_->UnmapIdle() : 0; }
+
 absl::Status Container::Checkpoint() {
   PACKSTORE_RETURN_IF_ERROR(RequireWriter("checkpoint"));
   absl::MutexLock lock(&writer_mu_);

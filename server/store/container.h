@@ -263,6 +263,9 @@ class Container {
   absl::StatusOr<StoreCounts> Counts();
   // The region cache's counters and gauges (all zero for a shared opener).
   RegionCacheStats CacheStats() const;
+  // Unmaps cached windows nobody read since the previous call (the daemon
+  // calls it on a timer); returns how many. 0 for a shared opener.
+  uint64_t UnmapIdleWindows();
 
   // --- Maintenance (writer only) ---
   absl::StatusOr<PackResult> PackAllLoose(const PackOptions& options, const ProgressFn& progress = {});
