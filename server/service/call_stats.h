@@ -1,0 +1,73 @@
+// Per-method call statistics (for Status) and the scope of one call: it
+// counts the call, its bytes and its outcome, and holds a slot of the
+// concurrent-stream limit while a streaming call runs.
+#ifndef PACKSTORE_SERVER_SERVICE_CALL_STATS_H_
+#define PACKSTORE_SERVER_SERVICE_CALL_STATS_H_
+
+#include <grpcpp/support/status.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace packstore::service {
+
+enum class Method {
+  kPut, kPutStream, kPutMany, kGet, kGetMany, kStat, kHas, kList, kStatus,
+  kPack, kRepack, kClean, kDelete, kValidate,
+};
+inline constexpr int kMethodCount = 14;
+std::string_view MethodName(Method method);
+
+struct MethodCounters {
+  std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> active{0};
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
+};
+
+struct CallStats {
+  std::array<MethodCounters, kMethodCount> methods;
+  std::atomic<uint32_t> streams{0};  // streaming calls running now
+};
+
+// The same code and message, as gRPC carries them.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class CallScope {
+ public:
+  // `stream_limit` > 0: the call is a streaming one and takes a slot; if
+  // none is left, Admission() is RESOURCE_EXHAUSTED and the call must
+  // finish at once with it.
+  CallScope(CallStats* stats, Method method, uint32_t stream_limit = 0);
+  CallScope(CallScope&& other) noexcept;
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+  ~CallScope() { End(); }
+
+  absl::Status Admission() const;
+  Method method() const { return method_; }
+  void AddBytesIn(uint64_t n) { counters().bytes_in.fetch_add(n, std::memory_order_relaxed); }
+  void AddBytesOut(uint64_t n) { counters().bytes_out.fetch_add(n, std::memory_order_relaxed); }
+  // Records the outcome and converts it.
+  grpc::Status Finish(const absl::Status& status);
+  // Releases the call's active count and stream slot (idempotent).
+  void End();
+
+ private:
+  MethodCounters& counters() { return stats_->methods[static_cast<int>(method_)]; }
+
+  CallStats* stats_;
+  Method method_;
+  bool stream_ = false;
+  bool admitted_ = true;
+  bool ended_ = false;
+};
+
+}  // namespace packstore::service
+
+#endif  // PACKSTORE_SERVER_SERVICE_CALL_STATS_H_

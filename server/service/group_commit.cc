@@ -1,0 +1,93 @@
+#include "server/service/group_commit.h"
+
+#include <utility>
+
+namespace packstore::service {
+
+GroupCommitter::GroupCommitter(Container* container, SpaceCheck space_check)
+    : container_(container), space_check_(std::move(space_check)), thread_([this] { Run(); }) {}
+
+GroupCommitter::~GroupCommitter() { Stop(); }
+
+void GroupCommitter::Submit(std::vector<std::string_view> objects, CompressMode compress,
+                            Done done) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(Job{std::move(objects), compress, std::move(done)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  done(absl::UnavailableError("packstored is shutting down; retry against the next instance"));
+}
+
+void GroupCommitter::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void GroupCommitter::Run() {
+  std::vector<Job> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      uint64_t bytes = 0;
+      size_t count = 0;
+      // Always take the first job, however large, then fill up to the caps.
+      while (!queue_.empty() && (batch.empty() || (bytes < kMaxBatchBytes &&
+                                                   count + queue_.front().objects.size() <=
+                                                       kMaxBatchObjects))) {
+        for (std::string_view object : queue_.front().objects) bytes += object.size();
+        count += queue_.front().objects.size();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    Commit(batch);
+    batch.clear();
+  }
+}
+
+void GroupCommitter::Commit(std::vector<Job>& jobs) {
+  uint64_t bytes = 0;
+  for (const Job& job : jobs) {
+    for (std::string_view object : job.objects) bytes += object.size();
+  }
+  if (absl::Status space = space_check_(bytes); !space.ok()) {
+    for (Job& job : jobs) job.done(space);
+    return;
+  }
+  // One PutPacked per compression mode present (nearly always one).
+  for (CompressMode mode : {CompressMode::kNo, CompressMode::kYes, CompressMode::kAuto}) {
+    std::vector<std::string_view> objects;
+    for (const Job& job : jobs) {
+      if (job.compress != mode) continue;
+      objects.insert(objects.end(), job.objects.begin(), job.objects.end());
+    }
+    if (objects.empty()) continue;
+    absl::StatusOr<std::vector<WrittenObject>> written = container_->PutPacked(objects, mode);
+    size_t next = 0;
+    for (Job& job : jobs) {
+      if (job.compress != mode) continue;
+      if (!written.ok()) {
+        job.done(written.status());
+        continue;
+      }
+      std::vector<WrittenObject> mine(
+          std::make_move_iterator(written->begin() + next),
+          std::make_move_iterator(written->begin() + next + job.objects.size()));
+      next += job.objects.size();
+      job.done(std::move(mine));
+    }
+  }
+}
+
+}  // namespace packstore::service

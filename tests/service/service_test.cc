@@ -1,0 +1,495 @@
+// The gRPC service over a real connection: a socketpair handed to a real
+// grpc::Server the way packstored's listener hands it accepted
+// connections (so the peer is "fd:N" and its credentials are known), and a
+// real channel on the other end. Runs under AddressSanitizer too; the
+// daemon's own behaviour (listener, signals, systemd) is tested with the
+// real packstored in tests/daemon.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpcpp/create_channel_posix.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/hasher.h"
+#include "gtest/gtest.h"
+#include "packstore/v1/packstore.grpc.pb.h"
+#include "server/service/service.h"
+#include "server/store/container.h"
+#include "tests/store/test_util.h"
+
+namespace packstore::service {
+namespace {
+
+namespace pb = ::packstore::v1;
+using ::packstore::testing::RandomBytes;
+using ::packstore::testing::TempDir;
+using ::packstore::testing::TextBytes;
+
+std::string Sha(std::string_view data) { return Hasher::Hash(HashType::kSha256, data); }
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  // One gRPC library reference for the whole run, so that destroying a
+  // test's server does not shut the library down (which can wait seconds
+  // for gRPC's executor threads) only for the next test to start it again.
+  static void SetUpTestSuite() { grpc_init(); }
+
+  void SetUp() override { Start(ServiceOptions{}); }
+  void TearDown() override { Stop(); }
+
+  void Start(ServiceOptions options, PeerCredentials self = {getuid(), getgid(), getpid()}) {
+    if (!std::filesystem::exists(dir_.Sub("store"))) {
+      InitOptions init;
+      init.pack_size_target = 4 << 20;  // several packs in the larger tests
+      ASSERT_TRUE(Container::Init(dir_.Sub("store"), init).ok());
+    }
+    auto container = Container::Open(dir_.Sub("store"));
+    ASSERT_TRUE(container.ok()) << container.status();
+    container_ = std::move(*container);
+    if (options.access.admin_uids.empty()) options.access.admin_uids = {getuid()};
+    service_ = ObjectStoreService::Create(container_.get(), &peers_, options);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_->grpc_service());
+    builder.SetMaxReceiveMessageSize(64 << 20);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = Connect(self);
+  }
+
+  std::unique_ptr<pb::ObjectStore::Stub> Connect(PeerCredentials self) {
+    // gRPC needs non-blocking descriptors, as the listener's are.
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    peers_.Register(fds[0], self);
+    grpc::AddInsecureChannelFromFd(server_.get(), fds[0]);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    return pb::ObjectStore::NewStub(grpc::CreateCustomInsecureChannelFromFd("packstore", fds[1], args));
+  }
+
+  void Stop() {
+    stub_.reset();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (service_) {
+      EXPECT_TRUE(service_->Shutdown(absl::Now() + absl::Seconds(5)));
+    }
+    server_.reset();
+    service_.reset();
+    container_.reset();
+  }
+
+  absl::StatusOr<std::string> Put(std::string data, pb::PutMode mode = pb::PUT_MODE_AUTO,
+                                  pb::Compression compression = pb::COMPRESSION_NO) {
+    grpc::ClientContext ctx;
+    pb::PutRequest request;
+    request.mutable_options()->set_mode(mode);
+    request.mutable_options()->set_compression(compression);
+    request.set_data(std::move(data));
+    pb::PutResponse response;
+    grpc::Status status = stub_->Put(&ctx, request, &response);
+    if (!status.ok()) return absl::Status(absl::StatusCode(status.error_code()), status.error_message());
+    return response.object().key();
+  }
+
+  // Streams `data` in `chunk`-byte messages; finish_write on the last
+  // unless `abandon`.
+  grpc::Status PutStream(std::string_view data, pb::PutMode mode, size_t chunk,
+                         std::string* key, bool abandon = false) {
+    grpc::ClientContext ctx;
+    pb::PutStreamResponse response;
+    auto writer = stub_->PutStream(&ctx, &response);
+    size_t offset = 0;
+    do {
+      pb::PutStreamRequest message;
+      if (offset == 0) message.mutable_options()->set_mode(mode);
+      const size_t n = std::min(chunk, data.size() - offset);
+      message.set_data(std::string(data.substr(offset, n)));
+      offset += n;
+      message.set_finish_write(offset == data.size() && !abandon);
+      if (!writer->Write(message)) break;
+    } while (offset < data.size());
+    writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    if (status.ok()) *key = response.object().key();
+    return status;
+  }
+
+  absl::StatusOr<std::string> Get(const std::string& key, uint64_t offset = 0,
+                                  std::optional<uint64_t> length = std::nullopt,
+                                  pb::GetResponse* first = nullptr) {
+    grpc::ClientContext ctx;
+    pb::GetRequest request;
+    request.set_key(key);
+    request.set_offset(offset);
+    if (length) request.set_length(*length);
+    request.set_verify(offset == 0 && !length);
+    auto reader = stub_->Get(&ctx, request);
+    std::string out;
+    pb::GetResponse message;
+    bool is_first = true;
+    while (reader->Read(&message)) {
+      if (is_first && first) *first = message;
+      is_first = false;
+      EXPECT_LE(message.data().size(), size_t{1} << 20);
+      out += message.data();
+    }
+    grpc::Status status = reader->Finish();
+    if (!status.ok()) return absl::Status(absl::StatusCode(status.error_code()), status.error_message());
+    return out;
+  }
+
+  TempDir dir_;
+  PeerRegistry peers_;
+  std::unique_ptr<Container> container_;
+  std::unique_ptr<ObjectStoreService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<pb::ObjectStore::Stub> stub_;
+};
+
+TEST_F(ServiceTest, PutThenGetInEveryMode) {
+  for (pb::PutMode mode : {pb::PUT_MODE_AUTO, pb::PUT_MODE_LOOSE, pb::PUT_MODE_PACKED,
+                           pb::PUT_MODE_UNSPECIFIED}) {
+    for (pb::Compression compression : {pb::COMPRESSION_NO, pb::COMPRESSION_YES,
+                                        pb::COMPRESSION_AUTO}) {
+      const std::string data = TextBytes(mode * 10 + compression, 5000);
+      auto key = Put(data, mode, compression);
+      ASSERT_TRUE(key.ok()) << key.status();
+      EXPECT_EQ(*key, Sha(data));
+      pb::GetResponse first;
+      auto got = Get(*key, 0, std::nullopt, &first);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, data);
+      EXPECT_EQ(first.info().size(), data.size());
+      EXPECT_EQ(first.info().packed(), mode != pb::PUT_MODE_LOOSE);
+    }
+  }
+}
+
+TEST_F(ServiceTest, GetRangesAndErrors) {
+  const std::string data = RandomBytes(1, 3 << 20);
+  auto key = Put(data, pb::PUT_MODE_PACKED, pb::COMPRESSION_YES);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(*Get(*key, 1000, 5000), data.substr(1000, 5000));
+  EXPECT_EQ(*Get(*key, (3 << 20) - 10), data.substr((3 << 20) - 10));
+  EXPECT_EQ(*Get(*key, 3 << 20), "");
+  EXPECT_EQ(Get(*key, (3 << 20) + 1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(Get(std::string(64, '0')).status().code(), absl::StatusCode::kNotFound);
+  auto bad = Get("../../etc/passwd");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("lowercase hex"), std::string_view::npos);
+  EXPECT_EQ(Get(std::string(64, 'A')).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServiceTest, PutStreamSizesAndModes) {
+  // Auto mode: small gathered into a pack, large streamed to a loose file;
+  // packed mode: large copied into a pack.
+  struct Case {
+    size_t size;
+    pb::PutMode mode;
+    bool packed;
+  };
+  for (const Case& c : {Case{0, pb::PUT_MODE_AUTO, true}, Case{1, pb::PUT_MODE_AUTO, true},
+                        Case{900 << 10, pb::PUT_MODE_AUTO, true},
+                        Case{5 << 20, pb::PUT_MODE_AUTO, false},
+                        Case{5 << 20, pb::PUT_MODE_PACKED, true},
+                        Case{100 << 10, pb::PUT_MODE_LOOSE, false}}) {
+    const std::string data = RandomBytes(c.size + c.mode, c.size);
+    std::string key;
+    grpc::Status status = PutStream(data, c.mode, 256 << 10, &key);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(key, Sha(data));
+    auto info = container_->Stat(key);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->packed.has_value(), c.packed) << c.size << " mode " << c.mode;
+    EXPECT_EQ(*Get(key), data);
+  }
+}
+
+TEST_F(ServiceTest, AbandonedPutStreamStoresNothing) {
+  for (size_t size : {size_t{1000}, size_t{6} << 20}) {
+    const std::string data = RandomBytes(7, size);
+    std::string key;
+    grpc::Status status = PutStream(data, pb::PUT_MODE_AUTO, 512 << 10, &key, /*abandon=*/true);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+    EXPECT_FALSE(*container_->Has(Sha(data)));
+  }
+  // No sandbox file is left behind.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.Sub("store/sandbox")));
+}
+
+TEST_F(ServiceTest, PutManyAnswersEveryMessageInOrder) {
+  grpc::ClientContext ctx;
+  auto stream = stub_->PutMany(&ctx);
+  std::vector<std::vector<std::string>> sent;
+  for (int m = 0; m < 12; ++m) {
+    pb::PutManyRequest request;
+    if (m == 0) request.mutable_options()->set_mode(pb::PUT_MODE_AUTO);
+    std::vector<std::string> objects;
+    for (int i = 0; i < 50; ++i) {
+      // Mostly small; a few larger than the auto threshold go loose.
+      const size_t size = (i == 7) ? (2 << 20) : (i * 37) % 3000;
+      objects.push_back(RandomBytes(m * 1000 + i % 45, size));  // repeats included
+      request.add_objects(objects.back());
+    }
+    sent.push_back(objects);
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  pb::PutManyResponse response;
+  size_t m = 0;
+  while (stream->Read(&response)) {
+    ASSERT_LT(m, sent.size());
+    ASSERT_EQ(response.objects_size(), static_cast<int>(sent[m].size()));
+    for (int i = 0; i < response.objects_size(); ++i) {
+      EXPECT_EQ(response.objects(i).key(), Sha(sent[m][i]));
+      EXPECT_EQ(response.objects(i).size(), sent[m][i].size());
+    }
+    ++m;
+  }
+  grpc::Status status = stream->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(m, sent.size());
+  EXPECT_EQ(*Get(Sha(sent[3][7])), sent[3][7]);
+}
+
+TEST_F(ServiceTest, GetManyStreamsEveryKeyOnceInStorageOrder) {
+  std::map<std::string, std::string> objects;
+  for (int i = 0; i < 300; ++i) {
+    const size_t size = i == 5 ? (3 << 20) + 17 : (i * 101) % 5000;
+    std::string data = RandomBytes(100 + i, size);
+    auto key = Put(data, i % 3 == 0 ? pb::PUT_MODE_LOOSE : pb::PUT_MODE_PACKED);
+    ASSERT_TRUE(key.ok());
+    objects[*key] = data;
+  }
+  grpc::ClientContext ctx;
+  pb::GetManyRequest request;
+  for (const auto& [key, data] : objects) request.add_keys(key);
+  request.add_keys(objects.begin()->first);  // a repeat
+  const std::string missing(64, 'e');
+  request.add_keys(missing);
+  auto reader = stub_->GetMany(&ctx, request);
+  std::map<std::string, std::string> got;
+  std::set<std::string> missing_seen;
+  std::vector<std::string> order;
+  pb::GetManyResponse message;
+  while (reader->Read(&message)) {
+    EXPECT_LE(message.ByteSizeLong(), size_t{2} << 20);
+    for (const pb::ObjectPiece& piece : message.pieces()) {
+      if (piece.missing()) {
+        missing_seen.insert(piece.key());
+        continue;
+      }
+      std::string& data = got[piece.key()];
+      EXPECT_EQ(piece.offset(), data.size()) << "pieces must be contiguous";
+      if (data.empty()) order.push_back(piece.key());
+      data += piece.data();
+    }
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(got, objects);
+  EXPECT_EQ(missing_seen, std::set<std::string>{missing});
+  // Storage order: packed ones by (pack, offset) before loose ones.
+  std::vector<std::tuple<int, int64_t, uint64_t>> ranks;
+  for (const std::string& key : order) {
+    auto info = container_->Stat(key);
+    ranks.push_back(info->packed ? std::make_tuple(0, info->packed->pack_id, info->packed->offset)
+                                 : std::make_tuple(1, int64_t{0}, uint64_t{0}));
+  }
+  EXPECT_TRUE(std::is_sorted(ranks.begin(), ranks.end()));
+}
+
+TEST_F(ServiceTest, StatHasAndListPages) {
+  std::set<std::string> keys;
+  for (int i = 0; i < 2500; ++i) keys.insert(*Put(RandomBytes(i, 64), pb::PUT_MODE_PACKED));
+  for (int i = 0; i < 30; ++i) keys.insert(*Put(RandomBytes(9000 + i, 64), pb::PUT_MODE_LOOSE));
+  {
+    grpc::ClientContext ctx;
+    pb::HasRequest request;
+    request.add_keys(*keys.begin());
+    request.add_keys(std::string(64, 'f'));
+    pb::HasResponse response;
+    ASSERT_TRUE(stub_->Has(&ctx, request, &response).ok());
+    EXPECT_TRUE(response.present(0));
+    EXPECT_FALSE(response.present(1));
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::StatRequest request;
+    request.add_keys("nothex");
+    pb::StatResponse response;
+    grpc::Status status = stub_->Stat(&ctx, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("keys[0]"), std::string::npos);
+  }
+  std::vector<std::string> listed;
+  std::string after;
+  for (int call = 0; call < 2; ++call) {
+    grpc::ClientContext ctx;
+    pb::ListRequest request;
+    request.set_page_size(700);
+    request.set_after(after);
+    auto reader = stub_->List(&ctx, request);
+    pb::ListResponse page;
+    int pages = 0;
+    while (reader->Read(&page)) {
+      EXPECT_LE(page.keys_size(), 700);
+      for (const std::string& key : page.keys()) listed.push_back(key);
+      // Resume from a second call after the first two pages.
+      if (call == 0 && ++pages == 2) {
+        ctx.TryCancel();
+        break;
+      }
+    }
+    reader->Finish();
+    after = listed.back();
+  }
+  EXPECT_EQ(listed, std::vector<std::string>(keys.begin(), keys.end()));
+}
+
+TEST_F(ServiceTest, MaintenanceStreamsProgressAndResultAndRunsOneAtATime) {
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(Put(RandomBytes(i, 10000), pb::PUT_MODE_LOOSE).ok());
+  ASSERT_TRUE(service_->RunMaintenance("test", [&]() -> absl::Status {
+    grpc::ClientContext ctx;
+    auto reader = stub_->Pack(&ctx, pb::PackRequest());
+    pb::PackResponse message;
+    while (reader->Read(&message)) {
+    }
+    grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(status.error_message().find("test"), std::string::npos);
+    return absl::OkStatus();
+  }).ok());
+
+  grpc::ClientContext ctx;
+  auto reader = stub_->Pack(&ctx, pb::PackRequest());
+  pb::PackResponse message;
+  int progress = 0, results = 0;
+  while (reader->Read(&message)) {
+    if (message.has_progress()) ++progress;
+    if (message.has_result()) {
+      ++results;
+      EXPECT_EQ(message.result().packed(), 200u);
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_GE(progress, 1);
+  EXPECT_EQ(results, 1);
+
+  grpc::ClientContext vctx;
+  auto validate = stub_->Validate(&vctx, pb::ValidateRequest());
+  pb::ValidateResponse v;
+  uint64_t checked = 0, issues = 1;
+  while (validate->Read(&v)) {
+    EXPECT_FALSE(v.has_issue()) << v.issue().kind() << " " << v.issue().subject();
+    if (v.has_result()) {
+      checked = v.result().packed_checked();
+      issues = v.result().issues();
+    }
+  }
+  ASSERT_TRUE(validate->Finish().ok());
+  EXPECT_EQ(checked, 200u);
+  EXPECT_EQ(issues, 0u);
+}
+
+TEST_F(ServiceTest, AdminCallsNeedAnAdminAndLimitsHold) {
+  Stop();
+  ServiceOptions options;
+  options.access.admin_uids = {getuid() + 1};
+  options.limits.max_object_size = 10000;
+  options.limits.max_concurrent_streams = 2;
+  Start(options);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Delete(&ctx, pb::DeleteRequest());
+  pb::DeleteResponse message;
+  while (reader->Read(&message)) {
+  }
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(status.error_message().find("admin"), std::string::npos);
+
+  auto big = Put(std::string(10001, 'x'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(big.status().message().find("--max-object-size"), std::string_view::npos);
+  std::string key;
+  EXPECT_EQ(PutStream(std::string(30000, 'y'), pb::PUT_MODE_AUTO, 4096, &key).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // Two streams held open; a third is refused.
+  grpc::ClientContext c1, c2, c3;
+  pb::PutStreamResponse r1, r2, r3;
+  auto s1 = stub_->PutStream(&c1, &r1);
+  auto s2 = stub_->PutStream(&c2, &r2);
+  pb::PutStreamRequest hello;
+  hello.set_data("a");
+  ASSERT_TRUE(s1->Write(hello));
+  ASSERT_TRUE(s2->Write(hello));
+  auto s3 = stub_->PutStream(&c3, &r3);
+  s3->WritesDone();
+  EXPECT_EQ(s3->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  c1.TryCancel();
+  c2.TryCancel();
+  s1->Finish();
+  s2->Finish();
+}
+
+TEST_F(ServiceTest, UnknownPeersAndPeersNotAllowedAreRefused) {
+  Stop();
+  ServiceOptions options;
+  options.access.allow_uids = {getuid() + 5};
+  options.access.admin_uids = {getuid() + 6};
+  Start(options);
+  auto refused = Put("hello");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  auto allowed = Connect({getuid() + 5, getgid(), 1});
+  grpc::ClientContext ctx;
+  pb::PutRequest request;
+  request.set_data("hello");
+  pb::PutResponse response;
+  EXPECT_TRUE(allowed->Put(&ctx, request, &response).ok());
+}
+
+TEST_F(ServiceTest, FreeDiskReserveRefusesWritesButNotReads) {
+  auto key = Put("kept");
+  ASSERT_TRUE(key.ok());
+  Stop();
+  ServiceOptions options;
+  options.limits.free_disk_reserve = uint64_t{1} << 60;
+  Start(options);
+  for (pb::PutMode mode : {pb::PUT_MODE_PACKED, pb::PUT_MODE_LOOSE}) {
+    auto refused = Put("more", mode);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(refused.status().message().find("--free-disk-reserve"), std::string_view::npos);
+  }
+  EXPECT_EQ(*Get(*key), "kept");
+}
+
+TEST_F(ServiceTest, ManyThreadsPutAndGetThroughGroupCommit) {
+  constexpr int kThreads = 8, kPuts = 150;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPuts; ++i) {
+        const std::string data = RandomBytes(t * 100000 + i, 1024);
+        auto key = Put(data, pb::PUT_MODE_PACKED);
+        if (!key.ok() || *key != Sha(data) || *Get(*key) != data) ++failures;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto counts = container_->Counts();
+  EXPECT_EQ(counts->packed_objects, uint64_t{kThreads * kPuts});
+}
+
+}  // namespace
+}  // namespace packstore::service
