@@ -944,138 +944,117 @@ grpc::ServerWriteReactor<pb::GetResponse>* ServiceImpl::Get(grpc::CallbackServer
 
 // ------------------------------------------------------------- GetMany
 
-// Looks every distinct key up once, sorts them into storage order (by pack
-// and offset, then loose ones, then missing ones), then sends messages of up
-// to 1 MiB: small objects whole, many per message, read with one
-// Container::GetMany per message; larger ones in 1 MiB pieces.
-class GetManyReactor : public ProducedStream<pb::GetManyResponse> {
+// One Container::GetMany over every key (one index lookup each, objects in
+// storage order, neighbours read together) on a thread of the call's own,
+// packing small objects whole into messages of up to 1 MiB as they come
+// and pausing while the client is behind; objects larger than 1 MiB are
+// then sent in 1 MiB pieces.
+class GetManyReactor : public StreamWriter<pb::GetManyResponse> {
  public:
   GetManyReactor(ServiceImpl* service, grpc::CallbackServerContext* ctx,
                  const pb::GetManyRequest* request)
-      : ProducedStream(service, ctx, Method::kGetMany), request_(*request) {}
-
- private:
-  struct Entry {
-    std::string key;
-    std::optional<ObjectInfo> info;
-  };
-
-  void Produce() override {
-    if (!sorted_) {
-      if (absl::Status status = Sort(); !status.ok()) return Close(status);
+      : StreamWriter(CallScope(&service->stats(), Method::kGetMany, service->stream_limit())),
+        service_(service),
+        keys_(request->keys().begin(), request->keys().end()) {
+    absl::Status status = scope().Admission();
+    if (status.ok()) status = service->Authorize(ctx, Method::kGetMany, false);
+    if (status.ok()) status = CheckKeys(request->keys(), service->hash_type());
+    if (!status.ok()) {
+      Close(status);
+      return;
     }
-    pb::GetManyResponse message;
-    absl::Status status = Fill(message);
-    if (!status.ok()) return Close(status);
-    if (next_ == entries_.size() && !reader_) return PushLast(std::move(message), absl::OkStatus());
-    Push(std::move(message));
+    Ref();
+    service->StartThread([this] {
+      Close(Run());
+      Unref();
+    });
   }
 
-  absl::Status Sort() {
-    sorted_ = true;
-    PACKSTORE_RETURN_IF_ERROR(CheckKeys(request_.keys(), service_->hash_type()));
-    std::vector<std::string> keys(request_.keys().begin(), request_.keys().end());
-    std::sort(keys.begin(), keys.end());
-    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-    PACKSTORE_ASSIGN_OR_RETURN(auto infos, service_->container()->StatMany(keys));
-    entries_.reserve(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) entries_.push_back({keys[i], infos[i]});
-    auto rank = [](const Entry& e) {
-      if (!e.info) return std::make_tuple(2, int64_t{0}, uint64_t{0});
-      if (!e.info->packed) return std::make_tuple(1, int64_t{0}, uint64_t{0});
-      return std::make_tuple(0, e.info->packed->pack_id, e.info->packed->offset);
+ private:
+  absl::Status Run() {
+    pb::GetManyResponse message;
+    uint64_t bytes = 0;
+    auto flush = [&]() -> absl::Status {
+      if (message.pieces_size() > 0 && !PushWait(std::move(message))) {
+        return absl::CancelledError("the client went away");
+      }
+      message.Clear();
+      bytes = 0;
+      return absl::OkStatus();
     };
-    std::stable_sort(entries_.begin(), entries_.end(),
-                     [&](const Entry& a, const Entry& b) { return rank(a) < rank(b); });
+    std::vector<std::pair<std::string, uint64_t>> large;
+    PACKSTORE_RETURN_IF_ERROR(service_->container()->GetMany(
+        keys_,
+        [&](std::string_view key, const absl::StatusOr<std::string_view>& content) -> absl::Status {
+          if (absl::IsNotFound(content.status())) {
+            AddMissing(message, key);
+            return absl::OkStatus();
+          }
+          if (!content.ok()) return content.status();
+          if (bytes + content->size() > kChunkSize) PACKSTORE_RETURN_IF_ERROR(flush());
+          pb::ObjectPiece* piece = message.add_pieces();
+          piece->set_key(std::string(key));
+          piece->set_size(content->size());
+          piece->set_data(content->data(), content->size());
+          bytes += content->size();
+          if (message.pieces_size() >= static_cast<int>(kGetManyKeysPerMessage)) return flush();
+          return absl::OkStatus();
+        },
+        kWholePieceMax,
+        [&](std::string_view key, uint64_t size) {
+          large.emplace_back(key, size);
+          return absl::OkStatus();
+        }));
+    for (const auto& [key, size] : large) {
+      absl::StatusOr<std::unique_ptr<ObjectReader>> reader =
+          service_->container()->OpenObject(key);
+      if (absl::IsNotFound(reader.status())) {
+        AddMissing(message, key);
+        continue;
+      }
+      if (!reader.ok()) return reader.status();
+      PACKSTORE_RETURN_IF_ERROR(flush());
+      PACKSTORE_RETURN_IF_ERROR(SendPieces(**reader, key, message));
+    }
+    return flush();
+  }
+
+  // Sends `reader`'s object in 1 MiB pieces, one per message; the last one
+  // stays in `message` for whatever follows.
+  absl::Status SendPieces(ObjectReader& reader, const std::string& key,
+                          pb::GetManyResponse& message) {
+    do {
+      if (message.pieces_size() > 0 && !PushWait(std::move(message))) {
+        return absl::CancelledError("the client went away");
+      }
+      message.Clear();
+      pb::ObjectPiece* piece = message.add_pieces();
+      piece->set_key(key);
+      piece->set_size(reader.size());
+      piece->set_offset(reader.position());
+      std::string* data = piece->mutable_data();
+      data->resize(std::min<uint64_t>(kChunkSize, reader.size() - reader.position()));
+      PACKSTORE_ASSIGN_OR_RETURN(size_t n, ReadFull(reader, data->data(), data->size()));
+      if (n < data->size()) {
+        return absl::DataLossError(StrCat("object ", key, " ended early: run Validate"));
+      }
+    } while (reader.position() < reader.size());
     return absl::OkStatus();
   }
 
-  static void AddMissing(pb::GetManyResponse& message, const std::string& key) {
+  static void AddMissing(pb::GetManyResponse& message, std::string_view key) {
     pb::ObjectPiece* piece = message.add_pieces();
-    piece->set_key(key);
+    piece->set_key(std::string(key));
     piece->set_missing(true);
   }
 
-  absl::Status Fill(pb::GetManyResponse& message) {
-    if (reader_) return NextPiece(message);
-    // Gather small objects up to one message's worth, stopping before a
-    // large one.
-    std::vector<std::string> batch;
-    uint64_t bytes = 0;
-    while (next_ < entries_.size() && batch.size() < kGetManyKeysPerMessage) {
-      const Entry& entry = entries_[next_];
-      if (!entry.info) {
-        AddMissing(message, entry.key);
-        ++next_;
-        continue;
-      }
-      if (entry.info->size > kWholePieceMax) break;
-      if (!batch.empty() && bytes + entry.info->size > kChunkSize) break;
-      batch.push_back(entry.key);
-      bytes += entry.info->size;
-      ++next_;
-    }
-    if (!batch.empty()) {
-      PACKSTORE_RETURN_IF_ERROR(service_->container()->GetMany(
-          batch, [&](std::string_view key, const absl::StatusOr<std::string_view>& content) {
-            if (absl::IsNotFound(content.status())) {
-              AddMissing(message, std::string(key));
-              return absl::OkStatus();
-            }
-            if (!content.ok()) return content.status();
-            pb::ObjectPiece* piece = message.add_pieces();
-            piece->set_key(std::string(key));
-            piece->set_size(content->size());
-            piece->set_data(std::string(*content));
-            return absl::OkStatus();
-          }));
-      return absl::OkStatus();
-    }
-    if (next_ < entries_.size()) {
-      // A large object: stream it in pieces.
-      const Entry& entry = entries_[next_++];
-      absl::StatusOr<std::unique_ptr<ObjectReader>> reader =
-          service_->container()->OpenObject(entry.key);
-      if (absl::IsNotFound(reader.status())) {
-        AddMissing(message, entry.key);
-        return absl::OkStatus();
-      }
-      if (!reader.ok()) return reader.status();
-      reader_ = std::move(*reader);
-      reader_key_ = entry.key;
-      return NextPiece(message);
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status NextPiece(pb::GetManyResponse& message) {
-    pb::ObjectPiece* piece = message.add_pieces();
-    piece->set_key(reader_key_);
-    piece->set_size(reader_->size());
-    piece->set_offset(reader_->position());
-    std::string* data = piece->mutable_data();
-    data->resize(std::min<uint64_t>(kChunkSize, reader_->size() - reader_->position()));
-    PACKSTORE_ASSIGN_OR_RETURN(size_t n, ReadFull(*reader_, data->data(), data->size()));
-    if (n < data->size()) {
-      return absl::DataLossError(StrCat("object ", reader_key_, " ended early: run Validate"));
-    }
-    if (reader_->position() == reader_->size()) reader_.reset();
-    return absl::OkStatus();
-  }
-
-  const pb::GetManyRequest request_;
-  bool sorted_ = false;
-  std::vector<Entry> entries_;
-  size_t next_ = 0;
-  std::unique_ptr<ObjectReader> reader_;
-  std::string reader_key_;
+  ServiceImpl* const service_;
+  const std::vector<std::string> keys_;
 };
 
 grpc::ServerWriteReactor<pb::GetManyResponse>* ServiceImpl::GetMany(
     grpc::CallbackServerContext* ctx, const pb::GetManyRequest* request) {
-  auto* reactor = new GetManyReactor(this, ctx, request);
-  reactor->Start();
-  return reactor;
+  return new GetManyReactor(this, ctx, request);
 }
 
 // ------------------------------------------------------- Stat, Has, List

@@ -6,7 +6,9 @@
 // overrides Refill, which runs whenever fewer than two messages wait and
 // the call is not closed: it produces the next message(s) on a worker
 // thread while the previous one is on the wire (double buffering). A
-// push-model call (maintenance) pushes as it goes and leaves Refill alone.
+// push-model call (maintenance, GetMany) pushes from a thread of its own as
+// it goes and leaves Refill alone; PushWait blocks it while the client is
+// behind.
 //
 // Lifetime: the reactor is reference-counted. gRPC holds one reference
 // until OnDone; work running elsewhere (a worker task, a maintenance
@@ -18,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -61,6 +64,16 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
     std::unique_lock lock(mu_);
     CloseLocked(std::move(status));
     Pump(lock);
+  }
+  // Push for a producer thread of the call's own: blocks while two
+  // messages wait to be written. False once the call is over.
+  bool PushWait(Response message) {
+    std::unique_lock lock(mu_);
+    room_.wait(lock, [this] { return finished_ || queue_.size() < 2; });
+    if (finished_) return false;
+    queue_.push_back(std::move(message));
+    Pump(lock);
+    return true;
   }
   // Push and Close in one step (no Refill in between).
   void PushLast(Response message, absl::Status status) {
@@ -111,6 +124,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
       absl::Status status = broken_ ? absl::CancelledError("the client went away") : final_;
       queue_.clear();
       lock.unlock();
+      room_.notify_all();
       this->Finish(scope_.Finish(status));
       return;
     }
@@ -122,6 +136,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
       const bool want_more = !closed_ && !refilling_ && queue_.size() < 2;
       if (want_more) refilling_ = true;
       lock.unlock();
+      room_.notify_all();
       this->StartWrite(&current_);
       if (want_more) Refill();
       return;
@@ -137,6 +152,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
   std::atomic<int> refs_{1};
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
+  std::condition_variable room_;
   std::deque<Response> queue_;
   Response current_;
   absl::Status final_;

@@ -624,9 +624,9 @@ absl::StatusOr<std::vector<std::optional<ObjectInfo>>> Container::StatMany(
   return out;
 }
 
-absl::Status Container::GetMany(
-    const std::vector<std::string>& keys,
-    const std::function<absl::Status(std::string_view, const absl::StatusOr<std::string_view>&)>& fn) {
+absl::Status Container::GetMany(const std::vector<std::string>& keys, const GetManyFn& fn,
+                                uint64_t max_whole_size, const LargeObjectFn& large) {
+  if (!large) max_whole_size = UINT64_MAX;
   for (const std::string& key : keys) PACKSTORE_RETURN_IF_ERROR(CheckKey(key));
   std::vector<std::string> unique_keys = keys;
   std::sort(unique_keys.begin(), unique_keys.end());
@@ -666,6 +666,11 @@ absl::Status Container::GetMany(
   for (size_t i = 0; i < packed.size();) {
     const Item& first = packed[i];
     const std::shared_ptr<const StoredFile>& file = files[first.location.pack_id];
+    if (first.location.size > max_whole_size) {
+      PACKSTORE_RETURN_IF_ERROR(large(*first.key, first.location.size));
+      ++i;
+      continue;
+    }
     if (first.location.length > kSpan) {
       ObjectReader reader(file, first.location.offset, first.location.length,
                           first.location.size, first.location.compressed, config_.codec.kind);
@@ -681,6 +686,7 @@ absl::Status Container::GetMany(
     size_t end = i + 1;
     uint64_t span_end = first.location.offset + first.location.length;
     while (end < packed.size() && packed[end].location.pack_id == first.location.pack_id &&
+           packed[end].location.size <= max_whole_size &&
            packed[end].location.offset <= span_end + kMaxGap &&
            packed[end].location.offset + packed[end].location.length <=
                first.location.offset + kSpan) {
@@ -709,6 +715,13 @@ absl::Status Container::GetMany(
     }
   }
   for (const std::string* key : other) {
+    if (max_whole_size != UINT64_MAX) {
+      absl::StatusOr<ObjectInfo> info = Stat(*key);
+      if (info.ok() && info->size > max_whole_size) {
+        PACKSTORE_RETURN_IF_ERROR(large(*key, info->size));
+        continue;
+      }
+    }
     auto content = Get(*key);
     if (!content.ok()) {
       PACKSTORE_RETURN_IF_ERROR(fn(*key, content.status()));

@@ -250,13 +250,16 @@ class Container {
   // Calls `fn` once per distinct key, in storage order (packed objects by
   // pack and offset, then loose ones), with the content or NOT_FOUND.
   // Contiguous packed objects are read with one pread. Objects are delivered
-  // whole: use OpenObject for objects too large to hold in memory.
+  // whole; with `large` set, objects larger than `max_whole_size` are not
+  // read but passed to `large` (key and size, in the same order) for the
+  // caller to stream with OpenObject.
   // INVALID_ARGUMENT (before anything is read) if any key is malformed;
-  // stops at the first error `fn` returns.
-  absl::Status GetMany(
-      const std::vector<std::string>& keys,
-      const std::function<absl::Status(std::string_view key,
-                                        const absl::StatusOr<std::string_view>& content)>& fn);
+  // stops at the first error a callback returns.
+  using GetManyFn =
+      std::function<absl::Status(std::string_view key, const absl::StatusOr<std::string_view>& content)>;
+  using LargeObjectFn = std::function<absl::Status(std::string_view key, uint64_t size)>;
+  absl::Status GetMany(const std::vector<std::string>& keys, const GetManyFn& fn,
+                       uint64_t max_whole_size = UINT64_MAX, const LargeObjectFn& large = {});
   // Every key (packed and loose, each once) greater than `after`, ascending,
   // until `fn` returns false.
   absl::Status ListKeys(std::string_view after, const std::function<bool(std::string_view)>& fn);

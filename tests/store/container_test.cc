@@ -323,6 +323,40 @@ TEST(ContainerTest, GetManyDeliversInStorageOrderAndReportsMissing) {
   EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
 }
 
+TEST(ContainerTest, GetManyHandsLargeObjectsBackUnread) {
+  TempDir tmp;
+  auto c = MakeContainer(tmp.Sub("c"));
+  // Small and large objects interleaved in one pack, plus a large loose one.
+  std::vector<std::string> objects;
+  for (int i = 0; i < 6; ++i) objects.push_back(RandomBytes(i, i % 2 ? 5000 : 100));
+  std::vector<std::string_view> views(objects.begin(), objects.end());
+  PS_ASSERT_OK(c->PutPacked(views, CompressMode::kYes));
+  objects.push_back(RandomBytes(99, 7000));
+  PS_ASSERT_OK(c->PutLoose(objects.back()));
+  std::vector<std::string> keys;
+  for (const std::string& o : objects) keys.push_back(Hasher::Hash(HashType::kSha256, o));
+
+  std::vector<std::string> whole, large;
+  PS_ASSERT_OK(c->GetMany(
+      keys,
+      [&](std::string_view key, const absl::StatusOr<std::string_view>& content) {
+        EXPECT_TRUE(content.ok());
+        EXPECT_LE(content->size(), 1000u);
+        EXPECT_EQ(Hasher::Hash(HashType::kSha256, *content), key);
+        whole.emplace_back(key);
+        return absl::OkStatus();
+      },
+      1000,
+      [&](std::string_view key, uint64_t size) {
+        EXPECT_GT(size, 1000u);
+        large.emplace_back(key);
+        return absl::OkStatus();
+      }));
+  EXPECT_EQ(whole.size(), 3u);
+  EXPECT_EQ(large.size(), 4u);
+  EXPECT_EQ(large.back(), keys.back());  // the loose one comes last
+}
+
 TEST(ContainerTest, ListKeysMergesPackedAndLooseOnceEachAndResumes) {
   TempDir tmp;
   auto c = MakeContainer(tmp.Sub("c"));
