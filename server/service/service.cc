@@ -217,7 +217,7 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
       probe->cv.notify_all();
     });
     std::unique_lock lock(probe->mu);
-    if (!probe->cv.wait_for(lock, absl::ToChronoSeconds(timeout),
+    if (!probe->cv.wait_for(lock, absl::ToChronoNanoseconds(timeout),
                             [&] { return probe->result.has_value(); })) {
       return absl::DeadlineExceededError(
           StrCat("no worker thread answered an index lookup within ", absl::FormatDuration(timeout)));
@@ -259,7 +259,7 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
           StrCat(MethodName(method), " is for admins only; uid ", peer->uid, " gid ", peer->gid,
                  " is not one (see --admin-uid and --admin-gid)"));
     }
-    SPDLOG_DEBUG("{} from uid {} pid {}", MethodName(method), peer->uid, peer->pid);
+    spdlog::debug("{} from uid {} pid {}", MethodName(method), peer->uid, peer->pid);
     return absl::OkStatus();
   }
 
@@ -615,7 +615,7 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
     if (written.ok()) {
       response_->mutable_object()->set_key(written->key);
       response_->mutable_object()->set_size(written->size);
-      SPDLOG_DEBUG("PutStream stored {} ({} bytes)", written->key, written->size);
+      spdlog::debug("PutStream stored {} ({} bytes)", written->key, written->size);
     }
     Finish(scope_.Finish(written.status()));
   }

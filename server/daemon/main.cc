@@ -1,0 +1,33 @@
+// packstored: the packstore daemon. See daemon.h for its life cycle and
+// docs/operations.md for running it.
+#include <signal.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "server/daemon/daemon.h"
+#include "server/daemon/logging.h"
+#include "server/daemon/options.h"
+
+int main(int argc, char** argv) {
+  // Debian's Abseil checks every Mutex acquisition for lock-order cycles,
+  // which costs a global graph update per lock; the tests do that checking.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // A client that hangs up mid-write must cost an EPIPE, not the process.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  packstore::daemon::DaemonOptions options;
+  if (std::optional<int> exit_code = packstore::daemon::ParseCommandLine(argc, argv, &options)) {
+    return *exit_code;
+  }
+  // ParseCommandLine checked the name.
+  packstore::daemon::SetUpLogging(
+      packstore::daemon::ParseLogLevel(options.log_level).value_or(spdlog::level::info));
+
+  packstore::daemon::Daemon daemon(std::move(options),
+                                   std::vector<std::string>(argv + 1, argv + argc));
+  return daemon.Run();
+}
