@@ -11,6 +11,7 @@ GroupCommitter::~GroupCommitter() { Stop(); }
 
 void GroupCommitter::Submit(std::vector<std::string_view> objects, CompressMode compress,
                             Done done) {
+  if (objects.empty()) return done(std::vector<WrittenObject>{});
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {

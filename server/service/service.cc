@@ -701,17 +701,17 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
       all_packed = all_packed && *destination == Destination::kPacked;
     }
     batches_.push_back(batch);
-    Dispatch(batch, all_packed);
-    if (batches_.size() < kPutManyInFlight) {
+    const bool read_more = batches_.size() < kPutManyInFlight;
+    if (read_more) {
       incoming_ = std::make_unique<pb::PutManyRequest>();
-      lock.unlock();
-      StartRead(incoming_.get());
     } else {
       read_paused_ = true;
     }
+    lock.unlock();  // the batch may be answered at once (Done takes mu_)
+    Dispatch(batch, all_packed);
+    if (read_more) StartRead(incoming_.get());
   }
 
-  // REQUIRES: mu_ held (it only queues work).
   void Dispatch(const std::shared_ptr<Batch>& batch, bool all_packed) {
     refs_.fetch_add(1);
     if (all_packed) {
@@ -910,11 +910,8 @@ class GetReactor : public ProducedStream<pb::GetResponse> {
     FillInfo(info, &info_);
     info_.set_size(reader_->size());
     const uint64_t size = reader_->size();
-    if (request_.offset() > size) {
-      return absl::OutOfRangeError(StrCat("offset ", request_.offset(), " is past the end of ",
-                                          request_.key(), " (", size, " bytes)"));
-    }
-    offset_ = request_.offset();
+    // A range past the end is clamped to it, as a file read at its end is.
+    offset_ = std::min(request_.offset(), size);
     remaining_ = size - offset_;
     if (request_.has_length()) remaining_ = std::min(remaining_, request_.length());
     if (request_.verify()) {

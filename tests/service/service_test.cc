@@ -180,7 +180,10 @@ TEST_F(ServiceTest, GetRangesAndErrors) {
   EXPECT_EQ(*Get(*key, 1000, 5000), data.substr(1000, 5000));
   EXPECT_EQ(*Get(*key, (3 << 20) - 10), data.substr((3 << 20) - 10));
   EXPECT_EQ(*Get(*key, 3 << 20), "");
-  EXPECT_EQ(Get(*key, (3 << 20) + 1).status().code(), absl::StatusCode::kOutOfRange);
+  pb::GetResponse first;
+  EXPECT_EQ(*Get(*key, (3 << 20) + 1, std::nullopt, &first), "");
+  EXPECT_EQ(first.offset(), uint64_t{3} << 20);
+  EXPECT_EQ(first.length(), 0u);
   EXPECT_EQ(Get(std::string(64, '0')).status().code(), absl::StatusCode::kNotFound);
   auto bad = Get("../../etc/passwd");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
