@@ -389,7 +389,7 @@ absl::StatusOr<std::vector<WrittenObject>> Container::PutPacked(
     results[i] = WrittenObject{keys[i], objects[i].size()};
   }
   absl::MutexLock lock(&writer_mu_);
-  PACKSTORE_ASSIGN_OR_RETURN(auto existing, index_->LookupMany(keys));
+  PACKSTORE_ASSIGN_OR_RETURN(auto existing, index_->LookupManyAsWriter(keys));
   std::vector<IndexRow> rows;
   std::unordered_map<std::string_view, bool> seen;
   absl::Status status;

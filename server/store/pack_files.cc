@@ -134,6 +134,7 @@ absl::Status PackWriter::OpenPack(int64_t id, bool must_be_new) {
 }
 
 absl::Status PackWriter::ClosePack() {
+  PACKSTORE_RETURN_IF_ERROR(Flush());
   if (current_fd_.valid()) unsynced_.push_back(std::move(current_fd_));
   current_id_ = -1;
   return absl::OkStatus();
@@ -163,21 +164,41 @@ absl::StatusOr<PackWriter::Position> PackWriter::BeginObject() {
 }
 
 absl::Status PackWriter::Write(std::string_view data) {
-  absl::Status status = PwriteAll(current_fd_.get(), data, current_size_);
+  if (data.size() <= kBufferedWriteMax) {
+    if (pending_.empty()) pending_at_ = current_size_;
+    pending_.append(data);
+    current_size_ += data.size();
+    return pending_.size() >= kFlushAt ? Flush() : absl::OkStatus();
+  }
+  PACKSTORE_RETURN_IF_ERROR(Flush());
+  PACKSTORE_RETURN_IF_ERROR(WriteAt(data, current_size_));
+  current_size_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::Status PackWriter::Flush() {
+  if (pending_.empty()) return absl::OkStatus();
+  absl::Status status = WriteAt(pending_, pending_at_);
+  pending_.clear();
+  return status;
+}
+
+absl::Status PackWriter::WriteAt(std::string_view data, uint64_t offset) {
+  absl::Status status = PwriteAll(current_fd_.get(), data, offset);
   if (!status.ok()) {
     // Whatever part was written is a hole now; later objects go after it.
     auto size = FileSize(current_fd_.get());
     if (size.ok()) current_size_ = *size;
     return status;
   }
-  current_size_ += data.size();
-  if (current_size_ - writeback_from_ >= kWritebackStep) {
+  const uint64_t end = offset + data.size();
+  if (end - writeback_from_ >= kWritebackStep) {
     // Start writing back what is already appended, so that the fdatasync
     // before the commit has little left to do. Advice only: errors surface
     // at the fdatasync.
     ::sync_file_range(current_fd_.get(), static_cast<off_t>(writeback_from_),
-                      static_cast<off_t>(current_size_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
-    writeback_from_ = current_size_;
+                      static_cast<off_t>(end - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = end;
   }
   return absl::OkStatus();
 }
@@ -185,7 +206,7 @@ absl::Status PackWriter::Write(std::string_view data) {
 uint64_t PackWriter::EndObject() { return current_size_ - object_start_; }
 
 absl::Status PackWriter::Commit() {
-  absl::Status status;
+  absl::Status status = Flush();
   for (UniqueFd& fd : unsynced_) {
     if (status.ok()) status = Fdatasync(fd.get());
   }
@@ -197,6 +218,7 @@ absl::Status PackWriter::Commit() {
 }
 
 void PackWriter::Abandon() {
+  pending_.clear();
   unsynced_.clear();
   current_fd_ = UniqueFd();
   current_id_ = -1;

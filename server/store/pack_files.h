@@ -116,6 +116,9 @@ class PackWriter {
  private:
   absl::Status OpenPack(int64_t id, bool must_be_new);
   absl::Status ClosePack();
+  // Writes the buffered small objects with one pwrite.
+  absl::Status Flush();
+  absl::Status WriteAt(std::string_view data, uint64_t offset);
 
   const std::string dir_;
   const int64_t target_;
@@ -128,6 +131,13 @@ class PackWriter {
   // Appended bytes from here on have not been handed to writeback yet.
   uint64_t writeback_from_ = 0;
   static constexpr uint64_t kWritebackStep = 8 << 20;
+  // Small objects are gathered here and written together: a batch of
+  // thousands of 1 KiB objects costs a few pwrites, not thousands. They
+  // start at file offset pending_at_; current_size_ counts them.
+  std::string pending_;
+  uint64_t pending_at_ = 0;
+  static constexpr size_t kBufferedWriteMax = 256 << 10;
+  static constexpr size_t kFlushAt = 1 << 20;
   bool created_file_ = false;
   std::set<int64_t> touched_;
   std::vector<UniqueFd> unsynced_;  // fds of packs rolled over before Commit

@@ -83,6 +83,11 @@ class PackIndex {
   // One result per key, in order; std::nullopt for keys without a row.
   absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupMany(
       const std::vector<std::string>& keys);
+  // The same through the writer's connection, whose page cache stays warm
+  // across its own commits (a reader's is dropped whenever the index
+  // changes). REQUIRES: the caller is the container's single writer.
+  absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupManyAsWriter(
+      const std::vector<std::string>& keys);
   // Calls `fn` for each key greater than `after` in ascending order, until
   // `fn` returns false or `limit` keys were given (0: no limit).
   absl::Status ForEachKey(std::string_view after, uint64_t limit,
@@ -113,6 +118,8 @@ class PackIndex {
   class Connection;
   explicit PackIndex(std::string path);
   absl::StatusOr<std::unique_ptr<Connection>> AcquireReader();
+  absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupManyOn(
+      Connection& c, const std::vector<std::string>& keys);
   void ReleaseReader(std::unique_ptr<Connection> connection);
 
   const std::string path_;
