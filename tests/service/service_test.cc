@@ -13,6 +13,7 @@
 #include <grpcpp/server_posix.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -445,6 +446,20 @@ TEST_F(ServiceTest, AdminCallsNeedAnAdminAndLimitsHold) {
   hello.set_data("a");
   ASSERT_TRUE(s1->Write(hello));
   ASSERT_TRUE(s2->Write(hello));
+  // Write() returns once the message is queued on the client; wait until the
+  // daemon runs both calls, or the third could overtake them.
+  uint64_t active = 0;
+  for (int i = 0; i < 500 && active < 2; ++i) {
+    grpc::ClientContext sctx;
+    pb::StatusResponse status_response;
+    ASSERT_TRUE(stub_->Status(&sctx, pb::StatusRequest(), &status_response).ok());
+    active = 0;
+    for (const pb::MethodStats& m : status_response.rpcs()) {
+      if (m.method() == "PutStream") active = m.active();
+    }
+    if (active < 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(active, 2u);
   auto s3 = stub_->PutStream(&c3, &r3);
   s3->WritesDone();
   EXPECT_EQ(s3->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
