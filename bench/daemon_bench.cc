@@ -45,6 +45,7 @@
 // wrong data, when the daemon died, or when the benchmark itself could not
 // run.
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1196,7 +1197,36 @@ double MiBPerSecond(uint64_t bytes, double seconds) {
   return static_cast<double>(bytes) / kMiB / seconds;
 }
 
-Row PutStreamRow(Env& env, std::vector<double>* noop_rates) {
+// What the disk allows a durable write of the same bytes: `size` bytes of
+// `pattern` written to a new file beside the store with write(2) in 1 MiB
+// pieces, then fdatasync. The file is kept to the end of the run: a removed
+// file's blocks would be reused, and a virtual disk may rewrite blocks it
+// has seen faster than it writes fresh ones, which the store never gets.
+double DiskWriteSeconds(Env& env, const PatternBytes& pattern, uint64_t size, int round) {
+  const std::string path = StrCat(env.work, "/disk-baseline-", round);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) DieErrno("create " + path);
+  std::string buffer(kMiB, '\0');
+  const auto start = std::chrono::steady_clock::now();
+  for (uint64_t done = 0; done < size;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - done));
+    pattern.Fill(done, buffer.data(), n);
+    for (size_t written = 0; written < n;) {
+      const ssize_t w = ::write(fd, buffer.data() + written, n - written);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) DieErrno("write " + path);
+      written += static_cast<size_t>(w);
+    }
+    done += n;
+  }
+  if (::fdatasync(fd) != 0) DieErrno("fdatasync " + path);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ::close(fd);
+  return seconds;
+}
+
+Row PutStreamRow(Env& env, std::vector<double>* noop_rates, Row* disk_row) {
   const Flags& f = env.flags;
   Row row;
   row.id = "put_stream";
@@ -1206,7 +1236,15 @@ Row PutStreamRow(Env& env, std::vector<double>* noop_rates) {
   row.unit = "MiB/s";
   row.baseline_name = "no-op client stream, server SHA-256";
   row.target = StrCat(">= ", Fixed(kPutStreamTargetRatio, 2), "x no-op");
-  if (!Selected(env, 5)) return Unselected(row);
+  disk_row->id = "put_stream_disk";
+  disk_row->label = "PutStream against the disk";
+  disk_row->measurement = "   the same PutStream, against the disk";
+  disk_row->unit = "MiB/s";
+  disk_row->baseline_name = "write + fdatasync of the same bytes to a new file beside the store";
+  if (!Selected(env, 5)) {
+    *disk_row = Unselected(*disk_row);
+    return Unselected(row);
+  }
   for (int r = 0; r < f.rounds; ++r) {
     // A different object each round: a second put of the same bytes could
     // be cheaper than the first.
@@ -1237,6 +1275,12 @@ Row PutStreamRow(Env& env, std::vector<double>* noop_rates) {
     }
     row.store.push_back(MiBPerSecond(f.big_size, seconds));
     row.ratios.push_back(noop_seconds / seconds);
+    Phase(env, StrCat("row 5, round ", r + 1, ": write + fdatasync of the same bytes"));
+    SettleDisk();
+    const double disk_seconds = DiskWriteSeconds(env, pattern, f.big_size, r);
+    disk_row->baseline.push_back(MiBPerSecond(f.big_size, disk_seconds));
+    disk_row->store.push_back(row.store.back());
+    disk_row->ratios.push_back(disk_seconds / seconds);
     if (r == 0) {
       // Untimed: where auto mode put it.
       grpc::ClientContext context;
@@ -1415,7 +1459,8 @@ uint64_t DiskNeeded(const Flags& f) {
   double small =
       rounds * static_cast<double>(f.putmany_objects) * static_cast<double>(f.object_size) +
       kUnaryCallsPerSecondBound * f.seconds * rounds * static_cast<double>(f.object_size);
-  double big = static_cast<double>(f.big_size) * (2 + rounds);
+  // Row 4's object twice, row 5's objects and the disk baseline's files.
+  double big = static_cast<double>(f.big_size) * (2 + 2 * rounds);
   return static_cast<uint64_t>(2 * small + big) + kDaemonFreeReserve + 256 * kMiB;
 }
 
@@ -1430,7 +1475,7 @@ double SecondsNeeded(const Flags& f, bool with_daemon) {
     t += (rounds + 1) * static_cast<double>(f.getmany_objects) / 100000;  // row 3
     t += 3 * big_mib / 400;                                               // row 4 put, check
   }
-  t += rounds * sides * big_mib / 400;  // row 5
+  t += rounds * (sides + 1) * big_mib / 400;  // row 5 and its disk baseline
   t += rounds * sides * big_mib / 800;  // row 4
   return t;
 }
@@ -1583,7 +1628,8 @@ int Run(const Flags& flags) {
   Row get_many = GetManyRow(env, noop_unary, keys, have_objects);
   keys = {};
   std::vector<double> noop_upload_rates;
-  Row put_stream = PutStreamRow(env, &noop_upload_rates);
+  Row put_stream_disk;
+  Row put_stream = PutStreamRow(env, &noop_upload_rates, &put_stream_disk);
   std::vector<Row> get_rows = GetRows(env, noop_upload_rates);
   Phase(env, "end");
 
@@ -1631,6 +1677,7 @@ int Run(const Flags& flags) {
   std::vector<Row> rows = {put_unary, put_many, get_many};
   rows.push_back(get_rows[1]);
   rows.push_back(put_stream);
+  rows.push_back(put_stream_disk);
   rows.push_back(get_rows[0]);
   for (const Row& r : rss_rows) rows.push_back(r);
 

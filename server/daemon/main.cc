@@ -1,5 +1,6 @@
 // packstored: the packstore daemon. See daemon.h for its life cycle and
 // docs/operations.md for running it.
+#include <malloc.h>
 #include <signal.h>
 
 #include <optional>
@@ -16,6 +17,11 @@ int main(int argc, char** argv) {
   // Debian's Abseil checks every Mutex acquisition for lock-order cycles,
   // which costs a global graph update per lock; the tests do that checking.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // glibc gives each thread that allocates its own arena (up to 8 per
+  // core), and freed memory stays in them: gRPC's threads and the workers
+  // then hold 2-3x the daemon's working set (measured: RssAnon 120 MiB
+  // during bulk reads, 49 MiB with two arenas, at the same speed).
+  ::mallopt(M_ARENA_MAX, 2);
   // A client that hangs up mid-write must cost an EPIPE, not the process.
   ::signal(SIGPIPE, SIG_IGN);
 

@@ -5,7 +5,10 @@
 namespace packstore::service {
 
 GroupCommitter::GroupCommitter(Container* container, SpaceCheck space_check)
-    : container_(container), space_check_(std::move(space_check)), thread_([this] { Run(); }) {}
+    : container_(container),
+      space_check_(std::move(space_check)),
+      answer_thread_([this] { RunAnswers(); }),
+      thread_([this] { Run(); }) {}
 
 GroupCommitter::~GroupCommitter() { Stop(); }
 
@@ -31,10 +34,17 @@ void GroupCommitter::Stop() {
   }
   cv_.notify_all();
   thread_.join();
+  {
+    std::lock_guard lock(answers_mu_);
+    answers_done_ = true;
+  }
+  answers_cv_.notify_all();
+  answer_thread_.join();
 }
 
 void GroupCommitter::Run() {
   std::vector<Job> batch;
+  std::vector<Answer> answers;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -52,18 +62,42 @@ void GroupCommitter::Run() {
         queue_.pop_front();
       }
     }
-    Commit(batch);
+    Commit(batch, answers);
     batch.clear();
+    Post(answers);
   }
 }
 
-void GroupCommitter::Commit(std::vector<Job>& jobs) {
+void GroupCommitter::Post(std::vector<Answer>& answers) {
+  {
+    std::lock_guard lock(answers_mu_);
+    for (Answer& answer : answers) answers_.push_back(std::move(answer));
+  }
+  answers.clear();
+  answers_cv_.notify_one();
+}
+
+void GroupCommitter::RunAnswers() {
+  std::deque<Answer> ready;
+  for (;;) {
+    {
+      std::unique_lock lock(answers_mu_);
+      answers_cv_.wait(lock, [this] { return answers_done_ || !answers_.empty(); });
+      if (answers_.empty()) return;  // done, and everything answered
+      ready.swap(answers_);
+    }
+    for (Answer& answer : ready) answer.done(std::move(answer.written));
+    ready.clear();
+  }
+}
+
+void GroupCommitter::Commit(std::vector<Job>& jobs, std::vector<Answer>& answers) {
   uint64_t bytes = 0;
   for (const Job& job : jobs) {
     for (std::string_view object : job.objects) bytes += object.size();
   }
   if (absl::Status space = space_check_(bytes); !space.ok()) {
-    for (Job& job : jobs) job.done(space);
+    for (Job& job : jobs) answers.push_back({std::move(job.done), space});
     return;
   }
   // One PutPacked per compression mode present (nearly always one).
@@ -79,14 +113,14 @@ void GroupCommitter::Commit(std::vector<Job>& jobs) {
     for (Job& job : jobs) {
       if (job.compress != mode) continue;
       if (!written.ok()) {
-        job.done(written.status());
+        answers.push_back({std::move(job.done), written.status()});
         continue;
       }
       std::vector<WrittenObject> mine(
           std::make_move_iterator(written->begin() + next),
           std::make_move_iterator(written->begin() + next + job.objects.size()));
       next += job.objects.size();
-      job.done(std::move(mine));
+      answers.push_back({std::move(job.done), std::move(mine)});
     }
   }
 }

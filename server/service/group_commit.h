@@ -1,9 +1,9 @@
 // Group commit: packed puts from many callers queue here, and one writer
 // thread appends each batch to a pack with one fdatasync and one index
-// transaction (Container::PutPacked), then answers every caller in it.
-// While a batch commits the next one gathers, so the batch size follows
-// the load with no timer: one caller alone waits for one commit, sixteen
-// share one.
+// transaction (Container::PutPacked); a second thread then answers every
+// caller in it while the writer goes on with the next batch. While a batch
+// commits the next one gathers, so the batch size follows the load with no
+// timer: one caller alone waits for one commit, sixteen share one.
 #ifndef PACKSTORE_SERVER_SERVICE_GROUP_COMMIT_H_
 #define PACKSTORE_SERVER_SERVICE_GROUP_COMMIT_H_
 
@@ -32,8 +32,8 @@ class GroupCommitter {
   ~GroupCommitter();  // Stop()
 
   // Queues `objects` (which must stay valid until `done` runs) to be
-  // written to a pack; `done` runs on the writer thread after the commit
-  // that covers them, with their keys in order.
+  // written to a pack; `done` runs on the answering thread after the
+  // commit that covers them, with their keys in order.
   void Submit(std::vector<std::string_view> objects, CompressMode compress, Done done);
   // Commits what is queued, then joins the writer; later submissions fail
   // with UNAVAILABLE.
@@ -45,8 +45,15 @@ class GroupCommitter {
     CompressMode compress;
     Done done;
   };
+  struct Answer {
+    Done done;
+    absl::StatusOr<std::vector<WrittenObject>> written;
+  };
   void Run();
-  void Commit(std::vector<Job>& jobs);
+  void Commit(std::vector<Job>& jobs, std::vector<Answer>& answers);
+  // Hands answers to the answering thread.
+  void Post(std::vector<Answer>& answers);
+  void RunAnswers();
 
   // A batch stops growing at this many bytes or objects (one transaction
   // of bounded size; the rest waits for the next commit).
@@ -59,6 +66,11 @@ class GroupCommitter {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   bool stopping_ = false;
+  std::mutex answers_mu_;
+  std::condition_variable answers_cv_;
+  std::deque<Answer> answers_;
+  bool answers_done_ = false;
+  std::thread answer_thread_;
   std::thread thread_;
 };
 

@@ -44,13 +44,19 @@ constexpr uint64_t kSpaceCheckInterval = uint64_t{64} << 20;
 constexpr uint32_t kDefaultListPage = 1000;
 constexpr uint32_t kMaxListPage = 10000;
 // PutMany: request messages being written at once per call.
-constexpr size_t kPutManyInFlight = 4;
+constexpr size_t kPutManyInFlight = 16;
 
+// "1 TiB", "1.5 GiB", "512 bytes": one decimal, rounded down, so a limit
+// is never shown larger than it is.
 std::string Bytes(uint64_t n) {
-  if (n >= (uint64_t{1} << 30)) return StrCat(n >> 30, " GiB");
-  if (n >= (uint64_t{1} << 20)) return StrCat(n >> 20, " MiB");
-  if (n >= (uint64_t{1} << 10)) return StrCat(n >> 10, " KiB");
-  return StrCat(n, " bytes");
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (n < 1024) return StrCat(n, " bytes");
+  int unit = 0;
+  while (unit < 4 && n >= (uint64_t{1024} << (10 * (unit + 1)))) ++unit;
+  const uint64_t scale = uint64_t{1024} << (10 * unit);
+  const uint64_t tenths = (n % scale) * 10 / scale;
+  if (tenths == 0) return StrCat(n / scale, " ", kUnits[unit]);
+  return StrCat(n / scale, ".", tenths, " ", kUnits[unit]);
 }
 
 absl::StatusOr<CompressMode> ToCompressMode(pb::Compression compression) {
@@ -134,7 +140,8 @@ class SpaceCheckedSource : public ObjectSource {
   ObjectSource& inner_;
   std::function<absl::Status(uint64_t)> check_;
   uint64_t read_ = 0;
-  uint64_t next_check_ = 0;
+  // The caller checks the space the object needs before its first byte.
+  uint64_t next_check_ = kSpaceCheckInterval;
 };
 
 class ServiceImpl;
@@ -270,7 +277,7 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     if (free < reserve + bytes) {
       return absl::ResourceExhaustedError(
           StrCat("the store's file system has ", Bytes(free), " free; writes stop ", Bytes(reserve),
-                 " before it fills (--free-disk-reserve): free space or raise the limit"));
+                 " before it fills (--free-disk-reserve): free some space, or lower the reserve"));
     }
     return absl::OkStatus();
   }
@@ -732,18 +739,20 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
     std::vector<WrittenObject> written(request.objects_size());
     std::vector<std::string_view> packed;
     std::vector<int> packed_index;
+    uint64_t packed_bytes = 0;
     for (int i = 0; i < request.objects_size(); ++i) {
       const std::string& object = request.objects(i);
       if (service_->Route(options_, object.size()).value() == Destination::kPacked) {
         packed.push_back(object);
         packed_index.push_back(i);
+        packed_bytes += object.size();
         continue;
       }
       StringSource source(object);
       PACKSTORE_ASSIGN_OR_RETURN(written[i], service_->PutLoose(source, object.size()));
     }
     if (!packed.empty()) {
-      PACKSTORE_RETURN_IF_ERROR(service_->CheckSpace(0));
+      PACKSTORE_RETURN_IF_ERROR(service_->CheckSpace(packed_bytes));
       PACKSTORE_ASSIGN_OR_RETURN(auto in_packs,
                                  service_->container()->PutPacked(packed, compress_));
       for (size_t j = 0; j < in_packs.size(); ++j) written[packed_index[j]] = in_packs[j];
@@ -1154,6 +1163,7 @@ void ServiceImpl::FillStatus(pb::StatusResponse* response) {
   s->set_pinned(cache.pinned_windows);
   s->set_pinned_peak(cache.pinned_windows_peak);
   s->set_open_files(cache.open_files);
+  s->set_open_files_peak(cache.open_files_peak);
   for (int i = 0; i < kMethodCount; ++i) {
     const MethodCounters& m = stats_.methods[i];
     pb::MethodStats* out = response->add_rpcs();

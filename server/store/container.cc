@@ -7,12 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 #include <unordered_map>
 
 #include "common/str_cat.h"
@@ -21,11 +18,13 @@
 #include "server/store/container_internal.h"
 #include "server/store/object_reader.h"
 #include "server/store/pack_files.h"
+#include "server/store/pipelined_write.h"
 #include "server/store/stored_file.h"
 
 namespace packstore {
 
 using internal::kChunk;
+using internal::PipelinedWrite;
 
 absl::StatusOr<CompressMode> ParseCompressMode(std::string_view name) {
   if (name == "no") return CompressMode::kNo;
@@ -60,79 +59,6 @@ absl::StatusOr<bool> ShouldCompressFile(CompressMode mode, int fd, uint64_t size
 
 }  // namespace internal
 
-namespace {
-
-// Writes an object's chunks to the pack on a second thread while the caller
-// reads and hashes the next one, so a large object costs about
-// max(hash, write) instead of their sum. Two buffers take turns.
-class PipelinedPackWrite {
- public:
-  explicit PipelinedPackWrite(PackWriter& writer) : writer_(writer) {
-    for (auto& buffer : buffers_) buffer = std::make_unique_for_overwrite<char[]>(kChunk);
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~PipelinedPackWrite() { Finish().IgnoreError(); }
-
-  // The buffer to fill next; waits until its previous write is done. The
-  // first write error, if any, instead.
-  absl::StatusOr<char*> NextBuffer() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return pending_size_[next_] == 0 || !status_.ok(); });
-    if (!status_.ok()) return status_;
-    return buffers_[next_].get();
-  }
-  // Queues the `n` bytes just put into NextBuffer() for writing.
-  void Submit(size_t n) {
-    std::lock_guard lock(mu_);
-    pending_size_[next_] = n;
-    next_ = 1 - next_;
-    cv_.notify_all();
-  }
-  // Waits for every queued write; returns the first error.
-  absl::Status Finish() {
-    {
-      std::lock_guard lock(mu_);
-      if (done_) return status_;
-      done_ = true;
-      cv_.notify_all();
-    }
-    thread_.join();
-    return status_;
-  }
-
- private:
-  void Run() {
-    int turn = 0;
-    while (true) {
-      size_t n;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return pending_size_[turn] != 0 || done_; });
-        if (pending_size_[turn] == 0) return;  // done, nothing queued
-        n = pending_size_[turn];
-      }
-      absl::Status status = writer_.Write(std::string_view(buffers_[turn].get(), n));
-      std::lock_guard lock(mu_);
-      pending_size_[turn] = 0;
-      if (!status.ok() && status_.ok()) status_ = status;
-      turn = 1 - turn;
-      cv_.notify_all();
-      if (!status_.ok()) return;
-    }
-  }
-
-  PackWriter& writer_;
-  std::unique_ptr<char[]> buffers_[2];
-  std::mutex mu_;
-  std::condition_variable cv_;
-  size_t pending_size_[2] = {0, 0};  // bytes queued in each buffer
-  int next_ = 0;
-  bool done_ = false;
-  absl::Status status_;
-  std::thread thread_;
-};
-
-}  // namespace
 
 // What a read found for a key: a packed location with its open pack file,
 // or an open loose file.
@@ -338,7 +264,8 @@ absl::StatusOr<IndexRow> Container::AppendObject(ObjectSource& source, bool comp
   PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(buf.get(), kChunk));
   if (!compressor && n == kChunk) {
     // Large and stored as is: each chunk is hashed while it is written.
-    PipelinedPackWrite writes(*pack_writer_);
+    PipelinedWrite writes([this](std::string_view data) { return pack_writer_->Write(data); },
+                          kChunk);
     PACKSTORE_ASSIGN_OR_RETURN(char* chunk, writes.NextBuffer());
     std::memcpy(chunk, buf.get(), n);
     while (n != 0) {

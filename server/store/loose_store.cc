@@ -1,15 +1,18 @@
 // Loose objects; see loose_store.h.
 #include "server/store/loose_store.h"
 
+#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <ctime>
 #include <memory>
 
 #include "common/str_cat.h"
 #include "common/hasher.h"
 #include "common/status_util.h"
+#include "server/store/pipelined_write.h"
 
 namespace packstore {
 namespace {
@@ -17,6 +20,9 @@ namespace {
 // Objects are streamed in pieces of this size: large enough that syscall
 // and hashing overheads are amortized, small enough to stay in L2.
 constexpr size_t kChunk = 1 << 20;
+// A large object's file is written back in steps of this size while it is
+// written (as packs are).
+constexpr uint64_t kWritebackStep = 8 << 20;
 // packstore's sandbox files start with this; others are disk-objectstore's.
 constexpr std::string_view kSandboxPrefix = "ps-";
 
@@ -67,12 +73,41 @@ absl::StatusOr<WrittenObject> LooseStore::Write(ObjectSource& source) {
   Hasher hasher(hash_type_);
   auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
   uint64_t size = 0;
-  while (true) {
-    PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(buf.get(), kChunk));
-    if (n == 0) break;
-    hasher.Update(buf.get(), n);
-    PACKSTORE_RETURN_IF_ERROR(WriteAll(fd.get(), std::string_view(buf.get(), n)));
-    size += n;
+  PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(buf.get(), kChunk));
+  if (n == kChunk) {
+    // Large: each chunk is hashed while the previous one is written, and
+    // writeback starts as the file grows, so the fsync has little left.
+    uint64_t written = 0, writeback_from = 0;
+    internal::PipelinedWrite writes(
+        [&](std::string_view data) {
+          PACKSTORE_RETURN_IF_ERROR(WriteAll(fd.get(), data));
+          written += data.size();
+          if (written - writeback_from >= kWritebackStep) {
+            // Advice only: errors surface at the fsync.
+            ::sync_file_range(fd.get(), static_cast<off_t>(writeback_from),
+                              static_cast<off_t>(written - writeback_from), SYNC_FILE_RANGE_WRITE);
+            writeback_from = written;
+          }
+          return absl::OkStatus();
+        },
+        kChunk);
+    PACKSTORE_ASSIGN_OR_RETURN(char* chunk, writes.NextBuffer());
+    std::memcpy(chunk, buf.get(), n);
+    while (n != 0) {
+      writes.Submit(n);
+      hasher.Update(chunk, n);
+      size += n;
+      PACKSTORE_ASSIGN_OR_RETURN(chunk, writes.NextBuffer());
+      PACKSTORE_ASSIGN_OR_RETURN(n, source.Read(chunk, kChunk));
+    }
+    PACKSTORE_RETURN_IF_ERROR(writes.Finish());
+  } else {
+    while (n != 0) {
+      hasher.Update(buf.get(), n);
+      PACKSTORE_RETURN_IF_ERROR(WriteAll(fd.get(), std::string_view(buf.get(), n)));
+      size += n;
+      PACKSTORE_ASSIGN_OR_RETURN(n, source.Read(buf.get(), kChunk));
+    }
   }
   PACKSTORE_RETURN_IF_ERROR(Fsync(fd.get()));
   WrittenObject written{hasher.HexDigest(), size};
