@@ -7,6 +7,7 @@ collect a streamed answer. Nothing here starts a daemon (conftest.py does).
 """
 
 import hashlib
+import importlib.util
 import os
 import random
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _build = Path(os.environ.get("PACKSTORE_BUILD_DIR", "build/dev"))
 BUILD_DIR = _build if _build.is_absolute() else REPO_ROOT / _build
-PROTO_PYTHON_DIR = BUILD_DIR / "proto" / "python"
+PROTO_PYTHON_DIR = BUILD_DIR / "python"
 DAEMON_BIN = BUILD_DIR / "server" / "daemon" / "packstored"
 CLI_BIN = BUILD_DIR / "client" / "packstore"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -324,3 +325,15 @@ def wait_for(predicate, timeout, what, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def export_daemon_fixtures(namespace, module_name):
+    """Gives another suite's conftest.py (`namespace`: its globals()) this
+    suite's fixtures: daemon, daemons, shared_tmp, the per-test deadline and
+    the daemon logs shown with a failure. tests/daemon/conftest.py is loaded
+    under `module_name`, so nothing is copied."""
+    spec = importlib.util.spec_from_file_location(module_name, TESTS_DIR / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("daemon", "daemons", "shared_tmp", "_test_deadline", "pytest_runtest_makereport"):
+        namespace[name] = getattr(module, name)
