@@ -257,7 +257,15 @@ void Daemon::Shutdown(std::string_view reason) {
   watchdog_.reset();
   if (listener_ != nullptr) listener_->Stop();
   if (scheduler_ != nullptr) scheduler_->Stop();
-  if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(deadline));
+  if (server_ != nullptr) {
+    // Calls in flight get until the deadline. Idle connections are not
+    // waited for: gRPC would wait for each client to close its connection
+    // after the GOAWAY, which an idle grpcio client takes seconds to do.
+    while (service_->active_calls() > 0 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  }
   bool drained = service_ == nullptr || service_->Shutdown(deadline);
   bool maintenance_done = scheduler_ == nullptr || scheduler_->Join(deadline);
   if (!drained || !maintenance_done) {

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <array>
 #include <cstdlib>
 #include <exception>
@@ -239,6 +240,11 @@ void Finish(const CLI::App& app, const TextOptions& text, DaemonOptions& options
     options.service.default_mode = service::DefaultPutMode::kAuto;
   }
   options.config_file = app.get_config_ptr()->as<std::string>();
+  // Absolute, so that Status tells clients (a backup, say) where the store
+  // is wherever they run.
+  std::error_code error;
+  const std::filesystem::path store = std::filesystem::absolute(options.store, error);
+  if (!error) options.store = store.lexically_normal().string();
   options.service.version = StrCat("packstored ", PACKSTORE_VERSION);
 }
 

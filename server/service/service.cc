@@ -199,6 +199,11 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     return status;
   }
 
+  uint64_t active_calls() const override {
+    uint64_t active = 0;
+    for (const MethodCounters& m : stats_.methods) active += m.active.load(std::memory_order_relaxed);
+    return active;
+  }
   LooseBacklog loose_backlog() const override {
     return {loose_objects_.load(std::memory_order_relaxed),
             loose_bytes_.load(std::memory_order_relaxed)};

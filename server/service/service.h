@@ -133,6 +133,9 @@ class ObjectStoreService {
   virtual absl::Status RunMaintenance(std::string_view name,
                                       const std::function<absl::Status()>& operation) = 0;
 
+  // Calls of the ObjectStore service running now.
+  virtual uint64_t active_calls() const = 0;
+
   virtual LooseBacklog loose_backlog() const = 0;
   // Sets the backlog (at start-up from the container's counts; after a pack
   // from what is left).
