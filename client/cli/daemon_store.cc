@@ -135,9 +135,9 @@ class DaemonStore final : public Store {
       if (!(*stats)[0]) return absl::NotFoundError("object " + keys[0] + " not found");
       on_size((*stats)[0]->size);
     }
-    auto info = client_->GetTo(key, sink, verify);
-    if (!info.ok()) return Explain(info.status());
-    return info->size;
+    auto size = client_->GetTo(key, sink, verify);
+    if (!size.ok()) return Explain(size.status());
+    return *size;
   }
 
   absl::StatusOr<std::vector<std::optional<ObjectStat>>> Stat(

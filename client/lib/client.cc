@@ -14,12 +14,15 @@
 #include <unordered_set>
 #include <utility>
 
+#include "client/lib/fast_path.h"
 #include "client/lib/object_reader.h"
 #include "client/lib/rpc_util.h"
 
 namespace packstore::client {
 
+using internal::Codec;
 using internal::FromProto;
+using internal::LocatedObject;
 using internal::kChunkSize;
 using internal::Retrying;
 using internal::Rpc;
@@ -53,6 +56,8 @@ constexpr size_t kPutManyBatchBytes = size_t{1} << 20;
 constexpr size_t kPutManyBatchObjects = 4096;
 // PutMany batches sent ahead of the answers read back.
 constexpr size_t kPutManyInFlight = 4;
+// Fast-path GetMany reads neighbours in one pread across gaps up to this.
+constexpr uint64_t kCoalesceGap = 4096;
 
 absl::Status ErrnoError(int err, const std::string& what) {
   const std::string message = what + ": " + std::strerror(err);
@@ -165,10 +170,18 @@ class ClientImpl final : public Client {
     return Retrying(*rpc_, [&]() -> absl::StatusOr<ObjectRef> {
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return ErrnoError(errno, "cannot open " + path);
-      struct stat st;
+      struct stat st {};
       if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
         ::close(fd);
         return ErrnoError(EISDIR, "cannot store " + path);
+      }
+      if (rpc_->fast_path != nullptr && S_ISREG(st.st_mode)) {
+        // The daemon reads the file itself: no byte crosses the socket.
+        absl::StatusOr<ObjectRef> ref = rpc_->fast_path->PutFile(fd, options);
+        if (ref.ok() || !absl::IsUnavailable(ref.status())) {
+          ::close(fd);
+          return ref;
+        }
       }
       ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
       absl::StatusOr<ObjectRef> ref = PutStream(
@@ -210,6 +223,16 @@ class ClientImpl final : public Client {
   }
 
   absl::StatusOr<std::string> Get(std::string_view key, bool verify) override {
+    if (!verify) {
+      absl::StatusOr<LocatedObject> located = LocateOne(key);
+      if (located.ok()) {
+        std::string out(located->size, '\0');
+        absl::Status status = internal::ReadLocated(*located, 0, out.size(), out.data());
+        if (!status.ok()) return status;
+        return out;
+      }
+      if (!absl::IsUnavailable(located.status())) return located.status();
+    }
     return Retrying(*rpc_, [&]() -> absl::StatusOr<std::string> {
       std::string out;
       bool reserved = false;
@@ -229,6 +252,15 @@ class ClientImpl final : public Client {
 
   absl::StatusOr<std::string> GetRange(std::string_view key, uint64_t offset,
                                        uint64_t length) override {
+    absl::StatusOr<LocatedObject> located = LocateOne(key);
+    if (located.ok()) {
+      const uint64_t begin = std::min(offset, located->size);
+      std::string out(std::min(length, located->size - begin), '\0');
+      absl::Status status = internal::ReadLocated(*located, begin, out.size(), out.data());
+      if (!status.ok()) return status;
+      return out;
+    }
+    if (!absl::IsUnavailable(located.status())) return located.status();
     std::string out;
     absl::StatusOr<ObjectInfo> info =
         StreamGet(*rpc_, key, offset, length, false, [&](std::string_view chunk) {
@@ -239,15 +271,31 @@ class ClientImpl final : public Client {
     return out;
   }
 
-  absl::StatusOr<ObjectInfo> GetTo(std::string_view key, const Sink& sink, bool verify) override {
-    return StreamGet(*rpc_, key, 0, std::nullopt, verify, sink);
+  absl::StatusOr<uint64_t> GetTo(std::string_view key, const Sink& sink, bool verify) override {
+    if (!verify) {
+      absl::StatusOr<LocatedObject> located = LocateOne(key);
+      if (located.ok()) {
+        absl::Status status = internal::StreamLocated(*located, kChunkSize, sink);
+        if (!status.ok()) return status;
+        return located->size;
+      }
+      if (!absl::IsUnavailable(located.status())) return located.status();
+    }
+    absl::StatusOr<ObjectInfo> info = StreamGet(*rpc_, key, 0, std::nullopt, verify, sink);
+    if (!info.ok()) return info.status();
+    return info->size;
   }
 
   absl::StatusOr<std::unique_ptr<ObjectReader>> Open(std::string_view key) override {
     const std::string keys[] = {std::string(key)};
     absl::StatusOr<std::vector<std::optional<ObjectInfo>>> stats = Stat(keys);
     if (!stats.ok()) return stats.status();
-    if (!(*stats)[0]) return absl::NotFoundError("no object " + keys[0] + " in the store");
+    if (!(*stats)[0]) return absl::NotFoundError("object " + keys[0] + " not found");
+    if (!(*stats)[0]->compressed) {
+      absl::StatusOr<LocatedObject> located = LocateOne(key);
+      if (located.ok()) return internal::NewLocatedReader(*std::move((*stats)[0]), *std::move(located));
+      if (!absl::IsUnavailable(located.status())) return located.status();
+    }
     return internal::NewObjectReader(rpc_, *std::move((*stats)[0]));
   }
 
@@ -258,6 +306,11 @@ class ClientImpl final : public Client {
     std::unordered_set<std::string_view> seen;
     for (const std::string& key : keys) {
       if (seen.insert(key).second) unique.push_back(key);
+    }
+    if (rpc_->fast_path != nullptr && rpc_->fast_path->available()) {
+      absl::StatusOr<std::vector<std::string>> rest = GetManyFast(unique, on_piece);
+      if (!rest.ok()) return rest.status();
+      unique = *std::move(rest);
     }
     return ForKeyBatches(unique, [&](std::span<const std::string> batch) {
       pb::GetManyRequest request;
@@ -499,6 +552,92 @@ class ClientImpl final : public Client {
   }
 
  private:
+  // The object's place through the fast path. UNAVAILABLE when the fast
+  // path is off or not offered, and for a zstd object (read through gRPC):
+  // the caller then uses gRPC. NOT_FOUND when the store does not have it.
+  absl::StatusOr<LocatedObject> LocateOne(std::string_view key) {
+    if (rpc_->fast_path == nullptr) return absl::UnavailableError("the fast path is off");
+    const std::string keys[] = {std::string(key)};
+    absl::StatusOr<std::vector<std::optional<LocatedObject>>> located = rpc_->fast_path->Locate(keys);
+    if (!located.ok()) return located.status();
+    if (!(*located)[0]) return absl::NotFoundError("object " + keys[0] + " not found");
+    if ((*located)[0]->codec == Codec::kZstd) return absl::UnavailableError("a zstd object");
+    return *std::move((*located)[0]);
+  }
+
+  // GetMany through the fast path: the objects in storage order (by
+  // descriptor, then offset), neighbours read with one pread; missing keys
+  // last. Returns the keys left to gRPC: all of them when the fast path is
+  // not offered, zstd objects otherwise.
+  absl::StatusOr<std::vector<std::string>> GetManyFast(const std::vector<std::string>& keys,
+                                                       const PieceCallback& on_piece) {
+    absl::StatusOr<std::vector<std::optional<LocatedObject>>> located = rpc_->fast_path->Locate(keys);
+    if (absl::IsUnavailable(located.status())) return keys;
+    if (!located.ok()) return located.status();
+    std::vector<std::string> rest, missing;
+    std::vector<const LocatedObject*> order;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const std::optional<LocatedObject>& object = (*located)[i];
+      if (!object) {
+        missing.push_back(keys[i]);
+      } else if (object->codec == Codec::kZstd) {
+        rest.push_back(keys[i]);
+      } else {
+        order.push_back(&*object);
+      }
+    }
+    std::sort(order.begin(), order.end(), [](const LocatedObject* a, const LocatedObject* b) {
+      return std::pair(a->file.get(), a->offset) < std::pair(b->file.get(), b->offset);
+    });
+    std::string buffer;
+    for (size_t i = 0; i < order.size();) {
+      const LocatedObject& first = *order[i];
+      if (first.codec != Codec::kNone || first.size > kChunkSize) {
+        // Alone, in pieces of at most a chunk.
+        uint64_t offset = 0;
+        absl::Status status = internal::StreamLocated(first, kChunkSize, [&](std::string_view data) {
+          absl::Status s = on_piece(ObjectPiece{first.key, first.size, offset, data, false});
+          offset += data.size();
+          return s;
+        });
+        if (!status.ok()) return status;
+        ++i;
+        continue;
+      }
+      // A run of small uncompressed neighbours in one file, read at once.
+      size_t end = i + 1;
+      uint64_t run_end = first.offset + first.length;
+      while (end < order.size() && order[end]->file == first.file &&
+             order[end]->codec == Codec::kNone && order[end]->size <= kChunkSize &&
+             order[end]->offset >= run_end && order[end]->offset - run_end <= kCoalesceGap &&
+             order[end]->offset + order[end]->length - first.offset <= kChunkSize) {
+        run_end = std::max(run_end, order[end]->offset + order[end]->length);
+        ++end;
+      }
+      LocatedObject run = first;
+      run.length = run.size = run_end - first.offset;
+      buffer.resize(run.size);
+      if (absl::Status status = internal::ReadLocated(run, 0, buffer.size(), buffer.data());
+          !status.ok()) {
+        return status;
+      }
+      for (; i < end; ++i) {
+        const LocatedObject& object = *order[i];
+        const std::string_view data(buffer.data() + (object.offset - first.offset), object.size);
+        if (absl::Status status = on_piece(ObjectPiece{object.key, object.size, 0, data, false});
+            !status.ok()) {
+          return status;
+        }
+      }
+    }
+    for (const std::string& key : missing) {
+      if (absl::Status status = on_piece(ObjectPiece{key, 0, 0, {}, true}); !status.ok()) {
+        return status;
+      }
+    }
+    return rest;
+  }
+
   static pb::PutOptions ToOptions(const PutOptions& options) {
     pb::PutOptions out;
     out.set_mode(ToProto(options.mode));
@@ -584,6 +723,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   rpc->channel = grpc::CreateCustomChannel("unix:" + rpc->socket,
                                            grpc::InsecureChannelCredentials(), args);
   rpc->stub = pb::ObjectStore::NewStub(rpc->channel);
+  if (rpc->options.fast_path) rpc->fast_path = std::make_unique<internal::FastPath>(rpc->socket);
   return std::unique_ptr<Client>(new ClientImpl(std::move(rpc)));
 }
 

@@ -152,7 +152,41 @@ class StreamingReader final : public ObjectReader {
   uint64_t stream_next_ = 0;  // offset of the stream's next byte
 };
 
+class LocatedReader final : public ObjectReader {
+ public:
+  LocatedReader(ObjectInfo info, LocatedObject located)
+      : info_(std::move(info)), located_(std::move(located)) {}
+
+  const ObjectInfo& info() const override { return info_; }
+  uint64_t Tell() const override { return position_; }
+  void Seek(uint64_t offset) override { position_ = offset; }
+
+  absl::StatusOr<size_t> Read(char* buffer, size_t n) override {
+    absl::StatusOr<size_t> got = ReadAt(position_, buffer, n);
+    if (got.ok()) position_ += *got;
+    return got;
+  }
+
+  absl::StatusOr<size_t> ReadAt(uint64_t offset, char* buffer, size_t n) override {
+    if (offset >= located_.size) return 0;
+    const size_t count = static_cast<size_t>(std::min<uint64_t>(n, located_.size - offset));
+    if (absl::Status status = ReadLocated(located_, offset, count, buffer); !status.ok()) {
+      return status;
+    }
+    return count;
+  }
+
+ private:
+  const ObjectInfo info_;
+  const LocatedObject located_;
+  uint64_t position_ = 0;
+};
+
 }  // namespace
+
+std::unique_ptr<ObjectReader> NewLocatedReader(ObjectInfo info, LocatedObject located) {
+  return std::make_unique<LocatedReader>(std::move(info), std::move(located));
+}
 
 std::unique_ptr<ObjectReader> NewObjectReader(std::shared_ptr<const Rpc> rpc, ObjectInfo info) {
   return std::make_unique<StreamingReader>(std::move(rpc), std::move(info));

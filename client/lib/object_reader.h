@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "client/lib/fast_path.h"
 #include "client/lib/rpc_util.h"
 #include "packstore/client.h"
 
@@ -23,8 +24,12 @@ absl::StatusOr<ObjectInfo> StreamGet(const Rpc& rpc, std::string_view key, uint6
                                      std::optional<uint64_t> length, bool verify,
                                      const Client::Sink& sink);
 
-// A reader of the object `info` describes; `rpc` must outlive it.
+// A reader of the object `info` describes, through gRPC.
 std::unique_ptr<ObjectReader> NewObjectReader(std::shared_ptr<const Rpc> rpc, ObjectInfo info);
+
+// A reader of an uncompressed object through the descriptor the fast path
+// passed: pread, no round trips.
+std::unique_ptr<ObjectReader> NewLocatedReader(ObjectInfo info, LocatedObject located);
 
 }  // namespace packstore::client::internal
 

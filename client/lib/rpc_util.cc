@@ -2,7 +2,12 @@
 
 #include <thread>
 
+#include "client/lib/fast_path.h"
+
 namespace packstore::client::internal {
+
+Rpc::Rpc() = default;
+Rpc::~Rpc() = default;
 
 void Rpc::Prepare(grpc::ClientContext* ctx, bool maintenance) const {
   const std::chrono::milliseconds timeout =

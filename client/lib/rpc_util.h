@@ -25,11 +25,18 @@ namespace pb = ::packstore::v1;
 // chunks of this size (the daemon's own chunk size).
 inline constexpr size_t kChunkSize = size_t{1} << 20;
 
+class FastPath;
+
 struct Rpc {
   std::string socket;
   ClientOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::ObjectStore::Stub> stub;
+  // Null when ClientOptions::fast_path is off.
+  std::unique_ptr<FastPath> fast_path;
+
+  Rpc();
+  ~Rpc();
 
   // A context carrying the call's deadline.
   void Prepare(grpc::ClientContext* ctx, bool maintenance = false) const;

@@ -231,7 +231,8 @@ absl::Status Daemon::StartServer() {
     spdlog::info("using the socket systemd passed{}",
                  listener_->path().empty() ? std::string() : StrCat(": ", listener_->path()));
   }
-  listener_->Start(server_.get(), &peers_, service_options.access);
+  fast_path_ = std::make_unique<FastPathServer>(service_.get(), options_.fast_path);
+  listener_->Start(server_.get(), fast_path_.get(), &peers_, service_options.access);
 
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(packstore::v1::ObjectStore::service_full_name(), true);
@@ -257,6 +258,9 @@ void Daemon::Shutdown(std::string_view reason) {
   watchdog_.reset();
   if (listener_ != nullptr) listener_->Stop();
   if (scheduler_ != nullptr) scheduler_->Stop();
+  // Before the service drains: a fast-path request in flight may still
+  // need the group commit.
+  bool fast_path_done = fast_path_ == nullptr || fast_path_->Stop(deadline);
   if (server_ != nullptr) {
     // Calls in flight get until the deadline. Idle connections are not
     // waited for: gRPC would wait for each client to close its connection
@@ -268,13 +272,14 @@ void Daemon::Shutdown(std::string_view reason) {
   }
   bool drained = service_ == nullptr || service_->Shutdown(deadline);
   bool maintenance_done = scheduler_ == nullptr || scheduler_->Join(deadline);
-  if (!drained || !maintenance_done) {
+  if (!drained || !maintenance_done || !fast_path_done) {
     // Waiting longer would only make systemd kill us; what a maintenance
     // step left half done, the engine's recovery finishes or undoes at the
     // next start.
     spdlog::warn(
-        "maintenance still running at the shutdown deadline: exiting without waiting "
-        "(the store recovers at the next start)");
+        "{} still running at the shutdown deadline: exiting without waiting "
+        "(the store recovers at the next start)",
+        fast_path_done ? "maintenance" : "a fast-path request");
     std::_Exit(0);
   }
 
@@ -284,14 +289,19 @@ void Daemon::Shutdown(std::string_view reason) {
   scheduler_.reset();
   uint64_t accepted = listener_ != nullptr ? listener_->accepted() : 0;
   uint64_t refused = listener_ != nullptr ? listener_->refused() : 0;
+  uint64_t fast_path = fast_path_ != nullptr ? fast_path_->served() : 0;
   listener_.reset();
-  server_.reset();
+  fast_path_.reset();
+  // Every call has finished (Shutdown above). grpc::Server's destructor
+  // would still wait, up to 10 s, for client connections to go away on
+  // their own; the process exits next, so the object is left to it.
+  static_cast<void>(server_.release());
   service_.reset();
   bool had_store = container_ != nullptr;
   container_.reset();  // closes the index cleanly
   if (had_store) {
-    spdlog::info("stopped after {} ({} connections accepted, {} refused)",
-                 ShortDuration(absl::Now() - started_), accepted, refused);
+    spdlog::info("stopped after {} ({} connections accepted, {} of them fast-path, {} refused)",
+                 ShortDuration(absl::Now() - started_), accepted, fast_path, refused);
   }
 }
 
@@ -355,6 +365,7 @@ void Daemon::Reload() {
   note(applied, "allow-gid", ListText(access_now.allow_gids), ListText(access_next.allow_gids));
   note(applied, "admin-uid", ListText(access_now.admin_uids), ListText(access_next.admin_uids));
   note(applied, "admin-gid", ListText(access_now.admin_gids), ListText(access_next.admin_gids));
+  note(applied, "fast-path", BoolText(now.fast_path), BoolText(next.fast_path));
   note(applied, "auto-pack", BoolText(m_now.auto_pack), BoolText(m_next.auto_pack));
   note(applied, "pack-loose-objects", StrCat(m_now.pack_loose_objects),
        StrCat(m_next.pack_loose_objects));
@@ -391,12 +402,14 @@ void Daemon::Reload() {
   service::AccessPolicy access = WithDefaultAdmins(access_next, ::geteuid());
   service_->Reload(limits, access);
   listener_->SetAccessPolicy(access);
+  fast_path_->SetEnabled(next.fast_path);
   scheduler_->SetPolicy(m_next);
   shutdown_timeout_seconds_.store(next.shutdown_timeout_seconds, std::memory_order_relaxed);
 
   options_.log_level = next.log_level;
   options_.service.limits = limits;
   options_.service.access = access_next;
+  options_.fast_path = next.fast_path;
   options_.maintenance = m_next;
   options_.shutdown_timeout_seconds = next.shutdown_timeout_seconds;
   options_.config_file = next.config_file;

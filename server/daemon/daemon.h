@@ -12,7 +12,8 @@
 // calls in flight until --shutdown-timeout, drain the service, close the
 // store, exit 0. A second signal exits at once. SIGHUP re-reads the config
 // file and applies what can change live (log level, limits, access lists,
-// maintenance policy), with RELOADING=1 ... READY=1 around it.
+// the fast path switch, maintenance policy), with RELOADING=1 ... READY=1
+// around it.
 //
 // Thread-safety: Run from one thread (main), once.
 #ifndef PACKSTORE_SERVER_DAEMON_DAEMON_H_
@@ -30,6 +31,7 @@
 #include "asio/executor_work_guard.hpp"
 #include "asio/io_context.hpp"
 #include "asio/signal_set.hpp"
+#include "server/daemon/fast_path_server.h"
 #include "server/daemon/listener.h"
 #include "server/daemon/maintenance_scheduler.h"
 #include "server/daemon/notify.h"
@@ -97,6 +99,7 @@ class Daemon {
   service::PeerRegistry peers_;
   std::unique_ptr<service::ObjectStoreService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<FastPathServer> fast_path_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<MaintenanceScheduler> scheduler_;
   std::unique_ptr<Watchdog> watchdog_;

@@ -119,6 +119,11 @@ void AddOptions(CLI::App& app, DaemonOptions& o, TextOptions& text) {
       ->type_name("OCTAL")
       ->check(OctalMode())
       ->group(socket_group);
+  app.add_option("--fast-path", o.fast_path,
+                 "Also hand local clients file descriptors (PSFD1), not only gRPC")
+      ->type_name("BOOL")
+      ->default_str(o.fast_path ? "true" : "false")
+      ->group(socket_group);
   app.add_option("--allow-uid", o.service.access.allow_uids,
                  "Only these users may connect (none: all the socket's mode lets in)")
       ->type_name("UID")

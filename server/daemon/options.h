@@ -65,6 +65,8 @@ struct DaemonOptions {
   // own uid and root (WithDefaultAdmins).
   std::string socket = "/run/packstore/packstore.sock";
   mode_t socket_mode = 0660;
+  // Serve the local fast path (PSFD1) on the socket besides gRPC.
+  bool fast_path = true;
 
   // Limits, put modes, workers and access: what the service takes.
   service::ServiceOptions service;

@@ -1,9 +1,15 @@
 #include <algorithm>
 #include <charconv>
 
+#include "common/str_cat.h"
 #include "server/service/service.h"
 
 namespace packstore::service {
+
+absl::Status NotAllowedError(const PeerCredentials& peer) {
+  return absl::PermissionDeniedError(
+      StrCat("uid ", peer.uid, " gid ", peer.gid, " is not allowed to use this store"));
+}
 
 void PeerRegistry::Register(int fd, const PeerCredentials& credentials) {
   if (fd < 0) return;

@@ -1,14 +1,16 @@
 #include "server/service/service.h"
 
-#include <sys/statvfs.h>
-
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -75,8 +77,56 @@ absl::StatusOr<CompressMode> ToCompressMode(pb::Compression compression) {
   }
 }
 
+absl::StatusOr<PutMode> ToPutMode(pb::PutMode mode) {
+  switch (mode) {
+    case pb::PUT_MODE_UNSPECIFIED:
+      return PutMode::kDefault;
+    case pb::PUT_MODE_AUTO:
+      return PutMode::kAuto;
+    case pb::PUT_MODE_LOOSE:
+      return PutMode::kLoose;
+    case pb::PUT_MODE_PACKED:
+      return PutMode::kPacked;
+    default:
+      return absl::InvalidArgumentError(
+          StrCat("unknown put mode ", static_cast<int>(mode),
+                 ": use PUT_MODE_AUTO, PUT_MODE_LOOSE or PUT_MODE_PACKED"));
+  }
+}
+
 // Where an object of `size` bytes goes.
 enum class Destination { kPacked, kLoose };
+
+// What a file descriptor passed for a PUT is, for a refusal.
+std::string_view FileKind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a pipe";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
+
+// A client's file, read with pread from offset 0 to its end (its size is
+// not trusted: the file may be growing or shrinking meanwhile), checking
+// the object size limit as bytes arrive.
+class ClientFileSource : public ObjectSource {
+ public:
+  ClientFileSource(int fd, std::function<absl::Status(uint64_t)> check_size)
+      : fd_(fd), check_size_(std::move(check_size)) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t capacity) override {
+    PACKSTORE_ASSIGN_OR_RETURN(size_t n, PreadUpTo(fd_, buf, capacity, offset_));
+    offset_ += n;
+    PACKSTORE_RETURN_IF_ERROR(check_size_(offset_));
+    return n;
+  }
+
+ private:
+  const int fd_;
+  const std::function<absl::Status(uint64_t)> check_size_;
+  uint64_t offset_ = 0;
+};
 
 // Keys of a request, each checked before it comes near the index or a path.
 absl::Status CheckKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
@@ -261,17 +311,18 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
       return absl::PermissionDeniedError(
           StrCat("unknown peer ", peer_name, ": connect through packstored's socket"));
     }
+    return AuthorizePeer(*peer, MethodName(method), admin);
+  }
+  // The same for a peer known otherwise (the fast path's connections).
+  absl::Status AuthorizePeer(const PeerCredentials& peer, std::string_view call, bool admin) {
     auto current = policy();
-    if (!current->access.IsAllowed(*peer)) {
-      return absl::PermissionDeniedError(StrCat("uid ", peer->uid, " gid ", peer->gid,
-                                                " is not allowed to use this store"));
+    if (!current->access.IsAllowed(peer)) return NotAllowedError(peer);
+    if (admin && !current->access.IsAdmin(peer)) {
+      return absl::PermissionDeniedError(StrCat(call, " is for admins only; uid ", peer.uid,
+                                                " gid ", peer.gid,
+                                                " is not one (see --admin-uid and --admin-gid)"));
     }
-    if (admin && !current->access.IsAdmin(*peer)) {
-      return absl::PermissionDeniedError(
-          StrCat(MethodName(method), " is for admins only; uid ", peer->uid, " gid ", peer->gid,
-                 " is not one (see --admin-uid and --admin-gid)"));
-    }
-    spdlog::debug("{} from uid {} pid {}", MethodName(method), peer->uid, peer->pid);
+    spdlog::debug("{} from uid {} pid {}", call, peer.uid, peer.pid);
     return absl::OkStatus();
   }
 
@@ -303,21 +354,21 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   }
 
   absl::StatusOr<Destination> Route(const pb::PutOptions& options, uint64_t size) {
-    switch (options.mode()) {
-      case pb::PUT_MODE_LOOSE:
+    PACKSTORE_ASSIGN_OR_RETURN(PutMode mode, ToPutMode(options.mode()));
+    return Route(mode, size);
+  }
+  Destination Route(PutMode mode, uint64_t size) const {
+    switch (mode) {
+      case PutMode::kLoose:
         return Destination::kLoose;
-      case pb::PUT_MODE_PACKED:
+      case PutMode::kPacked:
         return Destination::kPacked;
-      case pb::PUT_MODE_AUTO:
+      case PutMode::kAuto:
         break;
-      case pb::PUT_MODE_UNSPECIFIED:
+      case PutMode::kDefault:
         if (options_.default_mode == DefaultPutMode::kLoose) return Destination::kLoose;
         if (options_.default_mode == DefaultPutMode::kPacked) return Destination::kPacked;
         break;
-      default:
-        return absl::InvalidArgumentError(
-            StrCat("unknown put mode ", static_cast<int>(options.mode()),
-                   ": use PUT_MODE_AUTO, PUT_MODE_LOOSE or PUT_MODE_PACKED"));
     }
     return size <= options_.auto_packed_max_size ? Destination::kPacked : Destination::kLoose;
   }
@@ -329,6 +380,89 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     PACKSTORE_ASSIGN_OR_RETURN(WrittenObject written, container_->PutLoose(checked));
     loose_objects_.fetch_add(1, std::memory_order_relaxed);
     loose_bytes_.fetch_add(written.size, std::memory_order_relaxed);
+    return written;
+  }
+
+  // Copies a just-written loose object into a pack, on the calling thread.
+  absl::StatusOr<WrittenObject> PackLooseCopy(const std::string& key, CompressMode compress) {
+    PACKSTORE_ASSIGN_OR_RETURN(std::unique_ptr<ObjectReader> reader, container_->OpenObject(key));
+    PACKSTORE_RETURN_IF_ERROR(CheckSpace(reader->size()));
+    ReaderSource source(*reader);
+    return container_->PutPackedStream(source, compress);
+  }
+
+  // A packed write through the group commit, waited for on the calling
+  // thread.
+  absl::StatusOr<WrittenObject> CommitAndWait(std::string_view data, CompressMode compress) {
+    std::promise<absl::StatusOr<std::vector<WrittenObject>>> committed;
+    std::future<absl::StatusOr<std::vector<WrittenObject>>> written = committed.get_future();
+    committer_.Submit({data}, compress,
+                      [&committed](absl::StatusOr<std::vector<WrittenObject>> result) {
+                        committed.set_value(std::move(result));
+                      });
+    PACKSTORE_ASSIGN_OR_RETURN(std::vector<WrittenObject> objects, written.get());
+    return std::move(objects.front());
+  }
+
+  // --- The fast path (ObjectStoreService), on the caller's thread ---
+  absl::StatusOr<LocateResult> Locate(const std::vector<std::string>& keys, size_t max_files,
+                                      const PeerCredentials& peer) override {
+    PACKSTORE_RETURN_IF_ERROR(AuthorizePeer(peer, "LOCATE", false));
+    for (size_t i = 0; i < keys.size(); ++i) {
+      absl::Status status = ValidateKey(keys[i], hash_type());
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(StrCat("keys[", i, "]: ", status.message()));
+      }
+    }
+    return container_->Locate(keys, max_files);
+  }
+
+  absl::StatusOr<WrittenObject> PutFromFile(int fd, const FilePutOptions& options,
+                                            const PeerCredentials& peer) override {
+    PACKSTORE_RETURN_IF_ERROR(AuthorizePeer(peer, "PUT", false));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, "fstat of the descriptor passed");
+    if (!S_ISREG(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          StrCat("PUT takes a regular file; the descriptor passed is ", FileKind(st.st_mode)));
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0) return ErrnoStatus(errno, "fcntl of the descriptor passed");
+    if ((flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_WRONLY) {
+      return absl::InvalidArgumentError("the descriptor passed for PUT is not open for reading");
+    }
+    const uint64_t size_seen = static_cast<uint64_t>(st.st_size);
+    // Not trusted for what is stored, only to refuse at once what the size
+    // limit would refuse after reading that far.
+    PACKSTORE_RETURN_IF_ERROR(CheckObjectSize(size_seen));
+    auto check_size = [this](uint64_t total) { return CheckObjectSize(total); };
+
+    // As PutStream does: an object within the size that goes to packs is
+    // gathered and written through the group commit; a larger one (or any
+    // in loose mode) streams into a loose file, which packed mode then
+    // copies into a pack.
+    const uint64_t gather = options_.auto_packed_max_size;
+    if (Route(options.mode, 0) == Destination::kPacked) {
+      std::string head(gather + 1, '\0');
+      ClientFileSource source(fd, check_size);
+      size_t got = 0;
+      while (got < head.size()) {
+        PACKSTORE_ASSIGN_OR_RETURN(size_t n, source.Read(head.data() + got, head.size() - got));
+        if (n == 0) break;
+        got += n;
+      }
+      if (got <= gather) {
+        head.resize(got);
+        return CommitAndWait(head, options.compress);
+      }
+    }
+    // From offset 0 again: the file is positional, and what is stored is
+    // exactly what the loose write hashes.
+    ClientFileSource source(fd, check_size);
+    PACKSTORE_ASSIGN_OR_RETURN(WrittenObject written, PutLoose(source, size_seen));
+    if (Route(options.mode, UINT64_MAX) == Destination::kPacked) {
+      return PackLooseCopy(written.key, options.compress);
+    }
     return written;
   }
 
@@ -570,19 +704,10 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
     refs_.fetch_add(1);
     service_->StartThread([this] {
       absl::StatusOr<WrittenObject> written = service_->PutLoose(*pipe_, 0);
-      if (written.ok() && packed_after_) written = PackLooseCopy(written->key);
+      if (written.ok() && packed_after_) written = service_->PackLooseCopy(written->key, compress_);
       Complete(written);
       Unref();
     });
-  }
-
-  // Copies a just-written loose object into a pack.
-  absl::StatusOr<WrittenObject> PackLooseCopy(const std::string& key) {
-    Container* container = service_->container();
-    PACKSTORE_ASSIGN_OR_RETURN(std::unique_ptr<ObjectReader> reader, container->OpenObject(key));
-    PACKSTORE_RETURN_IF_ERROR(service_->CheckSpace(reader->size()));
-    ReaderSource source(*reader);
-    return container->PutPackedStream(source, compress_);
   }
 
   void CommitBuffered() {

@@ -8,6 +8,11 @@
 // uploads run on a thread of their own, and maintenance calls on the
 // maintenance thread, one at a time.
 //
+// Besides gRPC, the service answers the daemon's local fast path
+// (docs/protocol.md, "The local fast path (PSFD1)") through Locate and
+// PutFromFile: the same access checks, limits, free-disk reserve and group
+// commit as the gRPC calls, on the caller's thread.
+//
 // This header keeps gRPC out of its includers: the daemon registers
 // grpc_service() with its grpc::ServerBuilder.
 #ifndef PACKSTORE_SERVER_SERVICE_SERVICE_H_
@@ -28,15 +33,13 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/store/container.h"
 
 namespace grpc {
 class Service;
 }  // namespace grpc
 
 namespace packstore {
-
-class Container;
-
 namespace service {
 
 struct PeerCredentials {
@@ -60,6 +63,10 @@ class PeerRegistry {
   mutable absl::Mutex mu_;
   std::vector<std::optional<PeerCredentials>> by_fd_ ABSL_GUARDED_BY(mu_);
 };
+
+// PERMISSION_DENIED for a peer the allow lists leave out, in the words
+// every refusal uses.
+absl::Status NotAllowedError(const PeerCredentials& peer);
 
 // Who may connect and who may run maintenance. Empty allow lists allow
 // everyone the socket's file mode lets in.
@@ -92,6 +99,15 @@ struct Limits {
 };
 
 enum class DefaultPutMode { kAuto, kLoose, kPacked };
+
+// Where a put goes, as a request says it (docs/protocol.md, "Put modes and
+// compression"); kDefault: as ServiceOptions::default_mode says.
+enum class PutMode { kDefault, kAuto, kLoose, kPacked };
+
+struct FilePutOptions {
+  PutMode mode = PutMode::kDefault;
+  CompressMode compress = CompressMode::kNo;
+};
 
 struct ServiceOptions {
   // Mode of puts that leave it unspecified.
@@ -132,6 +148,27 @@ class ObjectStoreService {
   // through it, as the maintenance RPCs do.
   virtual absl::Status RunMaintenance(std::string_view name,
                                       const std::function<absl::Status()>& operation) = 0;
+
+  // The fast path's LOCATE: checks that `peer` may read and that every key
+  // is well formed (INVALID_ARGUMENT naming the first bad one, "keys[3]:
+  // ..."), then Container::Locate. Blocks on the index and on opening
+  // files: call it on a thread that may.
+  virtual absl::StatusOr<LocateResult> Locate(const std::vector<std::string>& keys,
+                                              size_t max_files, const PeerCredentials& peer) = 0;
+
+  // The fast path's PUT: stores the content of the regular file `fd`
+  // (not owned, kept open by the caller until this returns), read with
+  // pread from offset 0 until it ends, whatever its size said. It goes
+  // where a PutStream with the same options would: small objects through
+  // the group commit, larger ones into a loose file (and, in packed mode,
+  // then into a pack), with the same size limit, free-disk reserve and
+  // permission check. Returns once the object is durable; blocks until
+  // then. INVALID_ARGUMENT for a descriptor that is not a regular file open
+  // for reading; RESOURCE_EXHAUSTED for the object size limit and the
+  // reserve; PERMISSION_DENIED; UNAVAILABLE once the service shuts down;
+  // the read error of the file.
+  virtual absl::StatusOr<WrittenObject> PutFromFile(int fd, const FilePutOptions& options,
+                                                    const PeerCredentials& peer) = 0;
 
   // Calls of the ObjectStore service running now.
   virtual uint64_t active_calls() const = 0;

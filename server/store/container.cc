@@ -523,6 +523,91 @@ absl::StatusOr<ObjectInfo> Container::Stat(std::string_view key) {
   return ObjectInfo{r.key, r.size, r.packed};
 }
 
+absl::StatusOr<LocateResult> Container::Locate(const std::vector<std::string>& keys,
+                                               size_t max_files) {
+  for (const std::string& key : keys) PACKSTORE_RETURN_IF_ERROR(CheckKey(key));
+  LocateResult result;
+  result.objects.resize(keys.size());
+  using State = ObjectLocation::State;
+
+  // Locates keys[i], i in `which`, in the index; returns those with no row.
+  // Each descriptor is opened under the same hold of layout_mu() as the
+  // lookup, so it is the file the rows describe. Packs are shared only
+  // within one call of this: between two, pack N may have been repacked
+  // and a new file given its id.
+  auto locate_packed =
+      [&](const std::vector<size_t>& which) -> absl::StatusOr<std::vector<size_t>> {
+    std::vector<size_t> without_row;
+    if (which.empty()) return without_row;
+    std::vector<std::string> lookup;
+    lookup.reserve(which.size());
+    for (size_t i : which) lookup.push_back(keys[i]);
+    absl::ReaderMutexLock layout(&packs_->layout_mu());
+    std::map<int64_t, std::shared_ptr<const StoredFile>> files;
+    PACKSTORE_ASSIGN_OR_RETURN(auto locations, LookupAndOpen(lookup, &files));
+    std::map<int64_t, size_t> opened;
+    for (size_t j = 0; j < which.size(); ++j) {
+      ObjectLocation& out = result.objects[which[j]];
+      if (!locations[j]) {
+        without_row.push_back(which[j]);
+        continue;
+      }
+      const PackedLocation& location = *locations[j];
+      auto it = opened.find(location.pack_id);
+      if (it == opened.end()) {
+        if (result.files.size() >= max_files) {
+          out.state = State::kDeferred;
+          continue;
+        }
+        PACKSTORE_ASSIGN_OR_RETURN(UniqueFd fd, files[location.pack_id]->OpenDescriptor());
+        it = opened.emplace(location.pack_id, result.files.size()).first;
+        result.files.push_back(std::move(fd));
+      }
+      out.state = State::kFound;
+      out.file = it->second;
+      out.offset = location.offset;
+      out.length = location.length;
+      out.size = location.size;
+      if (location.compressed) out.codec = config_.codec.kind;
+    }
+    return without_row;
+  };
+
+  std::vector<size_t> all(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) all[i] = i;
+  PACKSTORE_ASSIGN_OR_RETURN(std::vector<size_t> not_packed, locate_packed(all));
+  std::vector<size_t> vanished;
+  std::map<std::string_view, size_t> loose_seen;  // a key asked twice shares its file
+  for (size_t i : not_packed) {
+    ObjectLocation& out = result.objects[i];
+    if (auto it = loose_seen.find(keys[i]); it != loose_seen.end()) {
+      out = result.objects[it->second];
+      continue;
+    }
+    if (result.files.size() >= max_files) {
+      out.state = State::kDeferred;
+      continue;
+    }
+    absl::StatusOr<UniqueFd> fd = loose_.Open(keys[i]);
+    if (absl::IsNotFound(fd.status())) {
+      vanished.push_back(i);
+      continue;
+    }
+    if (!fd.ok()) return fd.status();
+    PACKSTORE_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd->get()));
+    out.state = State::kFound;
+    out.file = result.files.size();
+    out.length = size;
+    out.size = size;
+    result.files.push_back(std::move(*fd));
+    loose_seen.emplace(keys[i], i);
+  }
+  // Packed and cleaned since the first look? What is not in the index now
+  // stays kMissing.
+  PACKSTORE_RETURN_IF_ERROR(locate_packed(vanished).status());
+  return result;
+}
+
 absl::StatusOr<bool> Container::Has(std::string_view key) {
   PACKSTORE_RETURN_IF_ERROR(CheckKey(key));
   PACKSTORE_ASSIGN_OR_RETURN(auto packed, index_->Lookup(key));

@@ -48,8 +48,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/codec.h"
 #include "server/cache/region_cache.h"
 #include "server/store/config.h"
+#include "server/store/file_io.h"
 #include "server/store/loose_store.h"
 #include "server/store/object_source.h"
 #include "server/store/pack_index.h"
@@ -196,6 +198,34 @@ struct ByteRange {
   std::optional<uint64_t> length;
 };
 
+// What Container::Locate says about one key.
+struct ObjectLocation {
+  enum class State {
+    kFound,     // the fields below say where its stored bytes are
+    kMissing,   // the container does not hold the object
+    kDeferred,  // not looked for: it would have needed a descriptor past the limit
+  };
+  State state = State::kMissing;
+  // Index into LocateResult::files.
+  size_t file = 0;
+  // The stored bytes are [offset, offset + length) of that file (a loose
+  // object's: all of it, from offset 0).
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t size = 0;  // uncompressed
+  // How the stored bytes are compressed; nullopt: they are the content
+  // (length == size).
+  std::optional<CodecKind> codec;
+};
+
+struct LocateResult {
+  // Read-only, close-on-exec descriptors, one per pack file that holds any
+  // of the objects (shared by all of them) and one per loose object.
+  std::vector<UniqueFd> files;
+  // One per key, in order.
+  std::vector<ObjectLocation> objects;
+};
+
 class Container {
  public:
   // Creates a container in `dir`, which must not exist or be empty
@@ -260,6 +290,20 @@ class Container {
   using LargeObjectFn = std::function<absl::Status(std::string_view key, uint64_t size)>;
   absl::Status GetMany(const std::vector<std::string>& keys, const GetManyFn& fn,
                        uint64_t max_whole_size = UINT64_MAX, const LargeObjectFn& large = {});
+  // Where the objects are, with descriptors of their files for a reader
+  // outside the engine (the daemon's local fast path). Each descriptor is
+  // the very file its objects' locations were read from, and keeps reading
+  // the same bytes however long it is held: packs are never rewritten in
+  // place (a repack writes a new file, and the old one lives on while a
+  // descriptor holds it), loose files are only ever unlinked. Lookup order
+  // as for reads: the index, then the loose file, then the index again (an
+  // object packed and cleaned meanwhile). At most `max_files` descriptors
+  // are opened: packed objects are located first, then loose ones, and an
+  // object that would need one more is kDeferred.
+  // INVALID_ARGUMENT (before anything is looked up) if any key is
+  // malformed; DATA_LOSS when rows point at a missing pack file;
+  // RESOURCE_EXHAUSTED when the process is out of descriptors.
+  absl::StatusOr<LocateResult> Locate(const std::vector<std::string>& keys, size_t max_files);
   // Every key (packed and loose, each once) greater than `after`, ascending,
   // until `fn` returns false.
   absl::Status ListKeys(std::string_view after, const std::function<bool(std::string_view)>& fn);

@@ -41,6 +41,12 @@ absl::StatusOr<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mod
   return UniqueFd(fd);
 }
 
+absl::StatusOr<UniqueFd> DupFile(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return ErrnoStatus(errno, "dup");
+  return UniqueFd(copy);
+}
+
 absl::Status WriteAll(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());

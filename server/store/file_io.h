@@ -47,6 +47,8 @@ class UniqueFd {
 // open(2) with O_CLOEXEC added. NOT_FOUND when the file does not exist,
 // ALREADY_EXISTS for O_EXCL on an existing file, other errno as mapped.
 absl::StatusOr<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode = 0644);
+// A close-on-exec duplicate of `fd`: the same open file (mode, offset).
+absl::StatusOr<UniqueFd> DupFile(int fd);
 
 // Writes all of `data` at the current position (retrying short writes and
 // EINTR). RESOURCE_EXHAUSTED on ENOSPC/EDQUOT.

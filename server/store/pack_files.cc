@@ -34,6 +34,16 @@ class CachedPack : public StoredFile {
   absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const override {
     return cache_->Read(registration_, offset, dst, n);
   }
+  // The path names the registered file until PackFileTable::Remove, which
+  // the caller's shared hold of layout_mu() keeps out.
+  absl::StatusOr<UniqueFd> OpenDescriptor() const override {
+    absl::StatusOr<UniqueFd> fd = OpenFile(registration_.path(), O_RDONLY);
+    if (absl::IsNotFound(fd.status())) {
+      return absl::DataLossError(
+          StrCat("pack file ", registration_.path(), " is missing but the index points at it"));
+    }
+    return fd;
+  }
 
  private:
   RegionCache* const cache_;

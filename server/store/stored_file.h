@@ -6,7 +6,8 @@
 // after the path is unlinked or reused (for a cached pack, see
 // PackFileTable for the one exception).
 //
-// Thread-safety: ReadAt may be called from any number of threads.
+// Thread-safety: ReadAt and OpenDescriptor may be called from any number of
+// threads.
 #ifndef PACKSTORE_SERVER_STORE_STORED_FILE_H_
 #define PACKSTORE_SERVER_STORE_STORED_FILE_H_
 
@@ -25,6 +26,11 @@ class StoredFile {
   // Copies bytes [offset, offset + n) into dst. DATA_LOSS or OUT_OF_RANGE
   // when the file is shorter; I/O errors as mapped.
   virtual absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const = 0;
+  // A new read-only, close-on-exec descriptor of this very file, for a
+  // reader outside the engine. A cached pack is reopened by its path, which
+  // names it only while PackFileTable::layout_mu() is held: call it under
+  // the same shared hold that got the file. The open or dup error.
+  virtual absl::StatusOr<UniqueFd> OpenDescriptor() const = 0;
 };
 
 // A StoredFile read with pread on a descriptor it owns.
@@ -34,6 +40,7 @@ class FdStoredFile : public StoredFile {
   absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const override {
     return PreadExact(fd_.get(), dst, n, offset);
   }
+  absl::StatusOr<UniqueFd> OpenDescriptor() const override { return DupFile(fd_.get()); }
 
  private:
   UniqueFd fd_;

@@ -41,10 +41,14 @@ std::unique_ptr<Client> ConnectTo(const DaemonProcess& daemon, ClientOptions opt
   return *std::move(client);
 }
 
-class ClientTest : public ::testing::Test {
+// Every ClientTest runs twice: through the fast path (the default) and
+// through gRPC alone.
+class ClientTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
-    client_ = ConnectTo(daemon_);
+    ClientOptions options;
+    options.fast_path = GetParam();
+    client_ = ConnectTo(daemon_, options);
     ASSERT_NE(client_, nullptr);
   }
 
@@ -58,7 +62,7 @@ class ClientTest : public ::testing::Test {
   std::unique_ptr<Client> client_;
 };
 
-TEST_F(ClientTest, PutAndGetInEveryModeReturnTheContentKey) {
+TEST_P(ClientTest, PutAndGetInEveryModeReturnTheContentKey) {
   const std::vector<std::string> contents = {"", "hello", TextBytes(1, 100000),
                                              RandomBytes(2, 3 << 20)};
   for (PutMode mode : {PutMode::kDefault, PutMode::kAuto, PutMode::kLoose, PutMode::kPacked}) {
@@ -76,7 +80,7 @@ TEST_F(ClientTest, PutAndGetInEveryModeReturnTheContentKey) {
   }
 }
 
-TEST_F(ClientTest, PutStreamAndPutFileStreamAnySize) {
+TEST_P(ClientTest, PutStreamAndPutFileStreamAnySize) {
   const std::string data = RandomBytes(3, (5 << 20) + 17);
   std::istringstream in(data);
   absl::StatusOr<ObjectRef> streamed = client_->PutStream(in, {PutMode::kPacked, Compression::kAuto});
@@ -108,7 +112,7 @@ TEST_F(ClientTest, PutStreamAndPutFileStreamAnySize) {
   EXPECT_EQ(failed.status().message(), "source broke");
 }
 
-TEST_F(ClientTest, PutManyReturnsKeysInOrderIncludingLargeObjects) {
+TEST_P(ClientTest, PutManyReturnsKeysInOrderIncludingLargeObjects) {
   std::vector<std::string> objects;
   for (int i = 0; i < 5000; ++i) objects.push_back(RandomBytes(100 + i, 1000 + i % 200));
   objects.insert(objects.begin() + 2500, RandomBytes(7, (2 << 20) + 5));
@@ -130,7 +134,7 @@ TEST_F(ClientTest, PutManyReturnsKeysInOrderIncludingLargeObjects) {
             static_cast<long>(objects.size()));
 }
 
-TEST_F(ClientTest, ReaderStreamsSeeksAndReadsRanges) {
+TEST_P(ClientTest, ReaderStreamsSeeksAndReadsRanges) {
   const std::string data = RandomBytes(8, (4 << 20) + 12345);
   const std::string key = MustPut(data, {PutMode::kPacked, Compression::kYes});
   absl::StatusOr<std::unique_ptr<ObjectReader>> opened = client_->Open(key);
@@ -180,7 +184,7 @@ TEST_F(ClientTest, ReaderStreamsSeeksAndReadsRanges) {
   EXPECT_EQ(client_->Open(Sha256("not stored")).status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(ClientTest, GetManyDeliversEachKeyOnceMissingOnesReported) {
+TEST_P(ClientTest, GetManyDeliversEachKeyOnceMissingOnesReported) {
   std::map<std::string, std::string> stored;
   for (int i = 0; i < 300; ++i) {
     std::string data = RandomBytes(1000 + i, i == 7 ? (3 << 20) + 1 : 500 + i);
@@ -218,7 +222,7 @@ TEST_F(ClientTest, GetManyDeliversEachKeyOnceMissingOnesReported) {
   EXPECT_EQ(seen, 3);
 }
 
-TEST_F(ClientTest, StatHasListAndStatus) {
+TEST_P(ClientTest, StatHasListAndStatus) {
   const std::string packed = MustPut("packed object", {PutMode::kPacked, Compression::kYes});
   const std::string loose = MustPut("loose object", {PutMode::kLoose, {}});
   const std::string absent = Sha256("absent");
@@ -261,7 +265,7 @@ TEST_F(ClientTest, StatHasListAndStatus) {
   EXPECT_NE(status->json.find("\"rpcs\""), std::string::npos);
 }
 
-TEST_F(ClientTest, MaintenanceReportsProgressAndResults) {
+TEST_P(ClientTest, MaintenanceReportsProgressAndResults) {
   std::vector<std::string> keys;
   for (int i = 0; i < 200; ++i) keys.push_back(MustPut(TextBytes(i, 2000 + i), {PutMode::kLoose, {}}));
   std::vector<Progress> progress;
@@ -292,7 +296,7 @@ TEST_F(ClientTest, MaintenanceReportsProgressAndResults) {
   EXPECT_EQ(client_->Get(keys[0]).status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(ClientTest, ErrorsCarryTheDaemonsCodeAndMessage) {
+TEST_P(ClientTest, ErrorsCarryTheDaemonsCodeAndMessage) {
   absl::StatusOr<std::string> malformed = client_->Get("../../etc/passwd");
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(malformed.status().message().empty());
@@ -309,6 +313,126 @@ TEST_F(ClientTest, ErrorsCarryTheDaemonsCodeAndMessage) {
   EXPECT_EQ(nowhere.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(nowhere.status().message().find("no.sock"), std::string_view::npos);
   EXPECT_NE(nowhere.status().message().find("PACKSTORE_SOCKET"), std::string_view::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(FastPathAndGrpc, ClientTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "FastPath" : "GrpcOnly";
+                         });
+
+// Calls of `method` the daemon has counted.
+uint64_t CallsOf(Client& client, std::string_view method) {
+  absl::StatusOr<StoreStatus> status = client.Status();
+  EXPECT_TRUE(status.ok()) << status.status();
+  if (!status.ok()) return 0;
+  const std::string field = "\"method\":\"" + std::string(method) + "\",\"calls\":\"";
+  const size_t at = status->json.find(field);
+  EXPECT_NE(at, std::string::npos) << status->json;
+  if (at == std::string::npos) return 0;
+  return std::stoull(status->json.substr(at + field.size()));
+}
+
+TEST(FastPathTest, ReadsAndPutFileBypassGrpc) {
+  DaemonProcess daemon;
+  std::unique_ptr<Client> client = ConnectTo(daemon);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::string> keys;
+  std::map<std::string, std::string> stored;
+  for (int i = 0; i < 50; ++i) {
+    std::string data = i == 4 ? RandomBytes(i, (3 << 20) + 1) : TextBytes(i, 500 + 100 * i);
+    const PutMode mode = i % 5 == 0 ? PutMode::kLoose : PutMode::kPacked;
+    absl::StatusOr<ObjectRef> ref =
+        client->Put(data, {mode, i % 2 ? Compression::kYes : Compression::kNo});
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    keys.push_back(ref->key);
+    stored[ref->key] = data;
+  }
+  const uint64_t gets = CallsOf(*client, "Get");
+  const uint64_t streams = CallsOf(*client, "PutStream");
+  for (const auto& [key, data] : stored) EXPECT_TRUE(*client->Get(key) == data);
+  std::map<std::string, std::string> many;
+  ASSERT_TRUE(client->GetMany(keys, [&](const ObjectPiece& piece) {
+    EXPECT_FALSE(piece.missing);
+    many[std::string(piece.key)].append(piece.data);
+    return absl::OkStatus();
+  }).ok());
+  EXPECT_EQ(many, stored);
+  // The large one is stored uncompressed: its reader reads the descriptor.
+  absl::StatusOr<std::unique_ptr<ObjectReader>> reader = client->Open(keys[4]);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  char tail[10];
+  EXPECT_EQ(*(*reader)->ReadAt(stored[keys[4]].size() - 10, tail, sizeof tail), 10u);
+  EXPECT_EQ(std::string(tail, 10), stored[keys[4]].substr(stored[keys[4]].size() - 10));
+
+  const std::string path = (daemon.dir() / "file.bin").string();
+  const std::string file_data = RandomBytes(77, (5 << 20) + 3);
+  std::ofstream(path, std::ios::binary) << file_data;
+  absl::StatusOr<ObjectRef> from_file = client->PutFile(path);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->key, Sha256(file_data));
+  EXPECT_TRUE(*client->Get(from_file->key) == file_data);
+
+  // Not one byte of these reads and of PutFile went through gRPC.
+  EXPECT_EQ(CallsOf(*client, "Get"), gets);
+  EXPECT_EQ(CallsOf(*client, "GetMany"), 0u);
+  EXPECT_EQ(CallsOf(*client, "PutStream"), streams);
+}
+
+TEST(FastPathTest, HeldDescriptorsReadTheRightBytesThroughRepackAndClean) {
+  DaemonProcess daemon;
+  std::unique_ptr<Client> client = ConnectTo(daemon);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::string> keys, contents;
+  for (int i = 0; i < 300; ++i) {
+    contents.push_back(RandomBytes(1000 + i, 4000 + i));
+    absl::StatusOr<ObjectRef> ref =
+        client->Put(contents.back(), {i < 100 ? PutMode::kLoose : PutMode::kPacked, {}});
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    keys.push_back(ref->key);
+  }
+  // Readers opened now: on loose files (0-99) and on the first pack.
+  std::vector<std::unique_ptr<ObjectReader>> readers;
+  for (int i = 0; i < 300; i += 7) readers.push_back(*client->Open(keys[i]));
+  // Every other packed object deleted, then packed, cleaned and repacked:
+  // the loose files are unlinked and the pack is replaced by a new file.
+  std::vector<std::string> doomed;
+  for (int i = 101; i < 300; i += 2) doomed.push_back(keys[i]);
+  ASSERT_TRUE(client->Delete(doomed).ok());
+  ASSERT_TRUE(client->Pack().ok());
+  ASSERT_TRUE(client->Clean().ok());
+  absl::StatusOr<RepackResult> repacked = client->Repack();
+  ASSERT_TRUE(repacked.ok()) << repacked.status();
+  EXPECT_GT(repacked->bytes_reclaimed, 0u);
+  for (size_t r = 0; r < readers.size(); ++r) {
+    const std::string& want = contents[r * 7];
+    std::string got(want.size(), '\0');
+    absl::StatusOr<size_t> n = readers[r]->ReadAt(0, got.data(), got.size());
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(*n, want.size());
+    EXPECT_TRUE(got == want) << "reader " << r << " read wrong bytes after repack and clean";
+  }
+  // And new reads find the objects where they are now.
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const bool deleted = i > 100 && i % 2 == 1;
+    absl::StatusOr<std::string> data = client->Get(keys[i]);
+    if (deleted) {
+      EXPECT_EQ(data.status().code(), absl::StatusCode::kNotFound);
+    } else {
+      EXPECT_TRUE(data.ok() && *data == contents[i]) << i;
+    }
+  }
+}
+
+TEST(FastPathTest, FallsBackToGrpcWhenTheDaemonTurnsItOff) {
+  DaemonProcess daemon({"--fast-path", "false"});
+  std::unique_ptr<Client> client = ConnectTo(daemon);
+  ASSERT_NE(client, nullptr);
+  const std::string data = TextBytes(5, 100000);
+  absl::StatusOr<ObjectRef> ref = client->Put(data, {PutMode::kPacked, Compression::kYes});
+  ASSERT_TRUE(ref.ok());
+  EXPECT_TRUE(*client->Get(ref->key) == data);
+  EXPECT_TRUE(*client->Get(ref->key) == data);
+  EXPECT_EQ(CallsOf(*client, "Get"), 2u);
 }
 
 TEST(ClientDaemonTest, MaintenanceNeedsAnAdmin) {
@@ -349,7 +473,7 @@ TEST(ClientDaemonTest, AGoneDaemonIsUnavailableAfterRetriesAndDeadlinesHold) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
 }
 
-TEST_F(ClientTest, OneClientSharedByManyThreads) {
+TEST_P(ClientTest, OneClientSharedByManyThreads) {
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {

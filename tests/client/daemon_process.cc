@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +20,20 @@
 extern char** environ;
 
 namespace packstore::testing {
+namespace {
+
+bool Accepts(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return false;
+  const bool connected = ::connect(sock, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(sock);
+  return connected;
+}
+
+}  // namespace
 
 DaemonProcess::DaemonProcess(std::vector<std::string> extra_flags) {
   std::string pattern = (std::filesystem::temp_directory_path() / "packstore-client-XXXXXX").string();
@@ -46,7 +62,9 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_flags) {
     return;
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!std::filesystem::exists(socket())) {
+  // Until a plain connect succeeds: the socket file appears at bind(),
+  // before listen(), and a gRPC channel refused then backs off for seconds.
+  while (!Accepts(socket())) {
     int status;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -54,7 +72,7 @@ DaemonProcess::DaemonProcess(std::vector<std::string> extra_flags) {
       return;
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      ADD_FAILURE() << "packstored did not create its socket within 30 s:\n" << Log();
+      ADD_FAILURE() << "packstored did not accept on its socket within 30 s:\n" << Log();
       Kill();
       return;
     }

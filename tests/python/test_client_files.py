@@ -143,10 +143,14 @@ def test_open_a_missing_or_malformed_key(client):
         client.open("not a key")
 
 
-def test_object_deleted_while_open(client):
+def test_object_deleted_while_open_over_grpc(daemon):
+    # Through gRPC, each read asks the daemon again. (Through the fast path
+    # an open file holds the object's descriptor and reads on: see
+    # test_client_fast_path.py.)
+    client = packstore.Client(daemon.socket, timeout=60, fast_path=False)
     data = random_bytes(300 * KiB, "deleted while open")
     key = client.put(data, mode="loose")
-    with client.open(key, buffer_size=4 * KiB) as file:
+    with client, client.open(key, buffer_size=4 * KiB) as file:
         assert file.read(10) == data[:10]
         assert client.delete(key) == 1
         assert file.read(10) == data[10:20], "the read-ahead buffer still serves"

@@ -21,6 +21,12 @@
 // calls share one channel (one connection). An ObjectReader is not: use it
 // from one thread at a time.
 //
+// The local fast path: on the same machine, reads and PutFile go through
+// file descriptors the daemon passes over its socket instead of bytes
+// through gRPC (ClientOptions::fast_path, on by default); everything falls
+// back to gRPC when the daemon does not offer it. verify=true reads always
+// go through gRPC, where the daemon re-hashes the object.
+//
 // Retries: calls that are safe to repeat (reads, and puts, which content
 // addressing makes idempotent) are retried on UNAVAILABLE with a short
 // backoff, `ClientOptions::max_attempts` times in all. PutStream from a
@@ -180,11 +186,18 @@ struct ClientOptions {
   std::chrono::milliseconds maintenance_timeout{0};
   // Attempts of a retryable call (reads, puts) that gets UNAVAILABLE.
   int max_attempts = 3;
+  // Use the local fast path (docs/protocol.md) when the daemon offers it:
+  // reads through file descriptors the daemon passes, and PutFile by
+  // passing the file's descriptor. Falls back to gRPC by itself.
+  bool fast_path = true;
 };
 
-// Reads one object as a seekable stream. Sequential reads stream the
-// object from the daemon in chunks; a Seek elsewhere starts a new ranged
-// read there. Memory use is bounded by one chunk (1 MiB) whatever the size.
+// Reads one object as a seekable stream. Through the fast path, an
+// uncompressed object is read with pread on the descriptor the daemon
+// passed: no round trip per read. Otherwise sequential reads stream the
+// object from the daemon in chunks, and a Seek elsewhere starts a new
+// ranged read there. Memory use is bounded by one chunk (1 MiB) whatever
+// the size.
 class ObjectReader {
  public:
   virtual ~ObjectReader() = default;
@@ -246,10 +259,11 @@ class Client {
   // A byte range (clamped to the object, as a file read is).
   virtual absl::StatusOr<std::string> GetRange(std::string_view key, uint64_t offset,
                                                uint64_t length) = 0;
-  // Copies the whole object to `sink` chunk by chunk, in constant memory.
+  // Copies the whole object to `sink` chunk by chunk, in constant memory;
+  // returns its size.
   using Sink = std::function<absl::Status(std::string_view chunk)>;
-  virtual absl::StatusOr<ObjectInfo> GetTo(std::string_view key, const Sink& sink,
-                                           bool verify = false) = 0;
+  virtual absl::StatusOr<uint64_t> GetTo(std::string_view key, const Sink& sink,
+                                         bool verify = false) = 0;
   // A seekable reader; NOT_FOUND when the object does not exist.
   virtual absl::StatusOr<std::unique_ptr<ObjectReader>> Open(std::string_view key) = 0;
   // Many objects in one stream, in the order they are stored (not the

@@ -11,6 +11,11 @@
         for key, data in store.get_many(keys): # data None when missing
             ...
 
+On the daemon's machine, get, get_many, open and put_file of a file go
+through the daemon's local fast path (open file descriptors instead of
+bytes) when it offers it, and through gRPC otherwise, with the same
+results; Client(fast_path=False) always uses gRPC.
+
 Failures raise packstore.PackstoreError or a subclass (NotFound,
 InvalidArgument, PermissionDenied, ResourceExhausted, DataLoss,
 FailedPrecondition, Unavailable, DeadlineExceeded), with ``code`` (a

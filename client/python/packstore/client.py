@@ -9,6 +9,11 @@ puts are retried on UNAVAILABLE (the daemon restarting) a few times with
 backoff: keys are the content's SHA-256, so storing the same bytes twice
 stores one object, and reads change nothing. Maintenance calls and delete
 are never retried.
+
+Reads (get, get_many, open) and put_file of a regular file go through the
+daemon's local fast path when it offers it (fastpath.py: file descriptors
+instead of bytes on a second connection to the same socket), and through
+gRPC otherwise, with the same results.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import collections
 import dataclasses
 import enum
 import io
+import operator
 import os
+import re
 import threading
 import time
 
@@ -25,7 +32,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from .errors import NotFound, PackstoreError, error_from_rpc
+from . import fastpath
+from .errors import _OTHER_SCHEMES, DeadlineExceeded, NotFound, PackstoreError, error_from_rpc
 from .objectfile import ObjectFile
 from .v1 import packstore_pb2 as pb
 from .v1 import packstore_pb2_grpc as pb_grpc
@@ -58,8 +66,23 @@ SMALL_OBJECT_MAX = 1 * MiB
 BATCH_BYTES = 2 * MiB
 BATCH_OBJECTS = 10_000
 # Keys per Stat, Has, GetMany or Delete request (docs/protocol.md: keep
-# answers under gRPC's 4 MiB receive limit).
+# answers under gRPC's 4 MiB receive limit), and per fast-path LOCATE.
 KEYS_PER_CALL = 10_000
+# open(): the read-ahead buffer over gRPC ranges, and over a descriptor.
+OPEN_BUFFER = 256 * KiB
+OPEN_BUFFER_DESCRIPTOR = 64 * KiB
+
+# Keys that can be a store's (SHA-256 or SHA-1, lowercase hex). Only those
+# go through the fast path; any other string goes to gRPC, whose answer
+# says what is wrong with it.
+_KEY_SHAPE = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+# The words of PSFD1 PUT for each PutMode and Compression.
+_FAST_MODES = {pb.PUT_MODE_UNSPECIFIED: "default", pb.PUT_MODE_AUTO: "auto",
+               pb.PUT_MODE_LOOSE: "loose", pb.PUT_MODE_PACKED: "packed"}
+_FAST_COMPRESSIONS = {pb.COMPRESSION_UNSPECIFIED: "default", pb.COMPRESSION_NO: "no",
+                      pb.COMPRESSION_YES: "yes", pb.COMPRESSION_AUTO: "auto"}
+# get_many through the fast path reads in this order (storage order).
+_STORAGE_ORDER = operator.attrgetter("descriptor", "offset")
 
 _CHANNEL_OPTIONS = [
     # Answers are bounded by the batch sizes above; leave headroom anyway.
@@ -345,31 +368,60 @@ class Client:
     overrides it for that call and covers its retries. ``retries``: how many
     more times a read or put is tried after UNAVAILABLE, waiting
     ``backoff`` seconds, then twice that, and so on (at most 2 s).
+    ``socket`` may also be a gRPC target of another scheme ("dns:",
+    "ipv4:"...), e.g. a daemon's socket forwarded from another machine.
+
+    ``fast_path``: use the daemon's local fast path (docs/protocol.md,
+    "The local fast path") for get, get_many, open and put_file of regular
+    files: the daemon passes open file descriptors of the stored files, read
+    here with pread, or is handed the descriptor of a file to store. It
+    needs no setting up: without it (a daemon started with --fast-path
+    false or that does not offer it, a target that is not a Unix socket)
+    the same calls go through gRPC with the same results. False: always
+    gRPC.
 
     Connecting is lazy: a Client for a socket nobody serves is created
     without error, and its first call raises Unavailable naming the socket.
     Use it as a context manager, or call close().
     """
 
-    def __init__(self, socket=None, timeout=None, retries=2, backoff=0.25, options=()):
+    def __init__(self, socket=None, timeout=None, retries=2, backoff=0.25, options=(),
+                 fast_path=True):
         if socket is None:
             socket = os.environ.get("PACKSTORE_SOCKET") or DEFAULT_SOCKET
         self.socket = os.fspath(socket)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        target = self.socket if self.socket.startswith("unix:") else "unix:" + self.socket
+        if self.socket.startswith(("unix:",) + _OTHER_SCHEMES):
+            target = self.socket
+        else:
+            target = "unix:" + self.socket
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS + list(options))
         self._stub = pb_grpc.ObjectStoreStub(self._channel)
+        path = fastpath.unix_socket_path(self.socket) if fast_path else None
+        self._fast = fastpath.FastPath(path, label=self.socket) if path else None
         self._closed = False
 
     # -- lifetime -----------------------------------------------------------------
 
     def close(self):
-        """Closes the connection; calls running on it are cancelled."""
+        """Closes the connection; calls running on it are cancelled. Files
+        from open() that read through a descriptor go on working."""
         if not self._closed:
             self._closed = True
+            if self._fast is not None:
+                self._fast.close()
             self._channel.close()
+
+    @property
+    def fast_path(self):
+        """Whether reads and put_file try the local fast path: True unless
+        turned off (``fast_path=False``, a target that is not a Unix socket)
+        or found unavailable (then False for this Client: for good after an
+        answer that is not the protocol's, for 30 s after ERR UNAVAILABLE or
+        no daemon on the socket)."""
+        return self._fast is not None and not self._closed and self._fast.usable()
 
     def __enter__(self):
         return self
@@ -416,6 +468,22 @@ class Client:
         finally:
             self._channel.unsubscribe(watch)
 
+    def _fast_for(self, keys):
+        """The FastPath to try for a call on ``keys`` (str), or None: use
+        gRPC (fast path off or unavailable, a key that cannot be one)."""
+        fast = self._fast
+        if fast is None or self._closed or not fast.usable():
+            return None
+        if not all(_KEY_SHAPE.fullmatch(key) for key in keys):
+            return None
+        return fast
+
+    def _check_deadline(self, deadline, method):
+        """DeadlineExceeded once the deadline has passed (for work done
+        here, not in a gRPC call)."""
+        if deadline.end is not None and time.monotonic() >= deadline.end:
+            raise DeadlineExceeded("Deadline Exceeded", method=method, socket=self.socket)
+
     def _unary(self, method, request, deadline, retry=True):
         attempt = 0
         while True:
@@ -461,10 +529,14 @@ class Client:
         """Stores the content of a file and returns its key.
 
         ``file`` is a path or a binary file object open for reading (read
-        from its current position to its end). The content is streamed
-        (PutStream) in 1 MiB chunks in constant memory, whatever its size.
-        A retry after UNAVAILABLE reads the file again from where it
-        started, so only paths and seekable file objects are retried.
+        from its current position to its end). A regular file (a path, or
+        a file object with a fileno() at position 0) goes through the fast
+        path when the daemon offers it: the daemon is handed its descriptor
+        and reads it itself, and the file object is left at the end of what
+        was stored. Otherwise the content is streamed (PutStream) in 1 MiB
+        chunks in constant memory, whatever its size. A retry after
+        UNAVAILABLE reads the file again from where it started, so only
+        paths and seekable file objects are retried.
 
         Raises what put() raises, plus OSError reading the file and
         TypeError for a file open in text mode. A failed or interrupted
@@ -487,6 +559,9 @@ class Client:
 
         options = self._put_options(mode, compression)
         deadline = self._deadline(timeout)
+        key = self._fast_put_file(file, options, deadline)
+        if key is not None:
+            return key
 
         def rewound_chunks():
             if start is not None:
@@ -495,6 +570,26 @@ class Client:
 
         return self._put_stream(rewound_chunks, options, deadline,
                                 retry=start is not None)
+
+    def _fast_put_file(self, file, options, deadline):
+        """put_file through the fast path: the key, or None to use gRPC."""
+        fast = self._fast_for(())
+        mode = _FAST_MODES.get(options.mode)
+        compression = _FAST_COMPRESSIONS.get(options.compression)
+        if fast is None or mode is None or compression is None:
+            return None  # an unknown mode or compression: gRPC's answer says so
+        fd = fastpath.file_descriptor_to_put(file)
+        if fd is None:
+            return None
+        try:
+            key, size = fast.put(fd, mode, compression, deadline, "PutStream")
+        except fastpath.Unusable:
+            return None
+        try:
+            file.seek(size)  # where reading what was stored would have left it
+        except (AttributeError, OSError, ValueError):
+            pass
+        return key
 
     def _put_stream(self, make_chunks, options, deadline, retry=True):
         attempt = 0
@@ -651,9 +746,10 @@ class Client:
         """The bytes of the object ``key`` (or of its range ``offset``,
         ``length``; a range past the end is clamped, as a file read is).
 
-        ``verify=True`` has the daemon re-hash the object while sending it
-        (whole objects only): DataLoss instead of the bytes when they do not
-        match the key.
+        ``verify=True`` re-hashes the object (whole objects only): DataLoss
+        instead of the bytes when they do not match the key. Through the
+        fast path, the bytes are read (and hashed) here; over gRPC, the
+        daemon hashes them while sending them.
 
         Raises NotFound (no such object), InvalidArgument (malformed key,
         verify with a range), DataLoss (corrupt stored bytes),
@@ -661,33 +757,103 @@ class Client:
         """
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
-        return self._read(key, offset, length, verify, self._deadline(timeout))[1]
+        deadline = self._deadline(timeout)
+        fast = self._fast_for([key]) if isinstance(key, str) else None
+        if fast is not None:
+            data = self._fast_get(fast, key, offset, length, verify, deadline)
+            if data is not None:
+                return data
+        return self._read(key, offset, length, verify, deadline)[1]
 
-    def open(self, key, buffer_size=256 * KiB, timeout=None):
+    def _fast_get(self, fast, key, offset, length, verify, deadline):
+        """get() through the fast path: the bytes, or None to use gRPC."""
+        try:
+            located = fast.locate([key], deadline, "Get")
+        except fastpath.Unusable:
+            return None
+        with located:
+            location = located.found.get(key)
+            if location is None:
+                raise NotFound(f"object {key} not found", method="Get", socket=self.socket)
+            size = location.size
+            if verify and (offset != 0 or (length is not None and length < size)):
+                return None  # the daemon's answer says why not
+            if not fastpath.can_decode(location.codec):
+                return None
+            start = min(offset, size)
+            end = size if length is None else min(size, start + length)
+            data = fast.read(location, start, end, "Get", verify=verify)
+        self._check_deadline(deadline, "Get")
+        return data
+
+    def open(self, key, buffer_size=None, timeout=None):
         """A read-only, seekable binary file object (io.BufferedIOBase) over
         the object ``key``, for code that wants a file: zipfile, tarfile,
         h5py, shutil.copyfileobj...
 
-        Each read that the read-ahead buffer (``buffer_size`` bytes) cannot
-        serve is one Get of a byte range; reads of ``buffer_size`` or more
-        go straight to the daemon. ``timeout`` applies to each of those
-        reads. Random access is cheapest on uncompressed objects (a
-        compressed one is decoded from its start up to the offset read).
+        An uncompressed object opened through the fast path is read with
+        pread on its file descriptor, which the file holds until closed:
+        random access with no round trip to the daemon, and the object stays
+        readable even if deleted meanwhile. Otherwise each read that the
+        read-ahead buffer cannot serve is one Get of a byte range, and reads
+        of ``buffer_size`` or more go straight to the daemon; ``timeout``
+        applies to each of those reads. Random access is cheapest on
+        uncompressed objects (a compressed one is decoded from its start up
+        to the offset read). ``buffer_size``: bytes read ahead (None: 256
+        KiB over gRPC, 64 KiB from a descriptor).
 
         Raises NotFound at once when there is no such object,
         InvalidArgument for a malformed key; its reads raise what get()
-        raises (NotFound if the object was deleted meanwhile).
+        raises (over gRPC: NotFound if the object was deleted meanwhile).
         """
         if not isinstance(key, str):
             raise TypeError(f"a key is a str, not {type(key).__name__}")
         info = self.stat(key, timeout=timeout)
         if info is None:
             raise NotFound(f"object {key} not found", method="Stat", socket=self.socket)
+        if not info.compressed:
+            fast = self._fast_for([key])
+            if fast is not None:
+                file = self._fast_open(fast, key, info, buffer_size, timeout)
+                if file is not None:
+                    return file
 
         def read_range(offset, length):
             return self._read(key, offset, length, False, self._deadline(timeout))[1]
 
-        return ObjectFile(info, read_range, buffer_size=buffer_size)
+        return ObjectFile(info, read_range,
+                          buffer_size=OPEN_BUFFER if buffer_size is None else buffer_size)
+
+    def _fast_open(self, fast, key, info, buffer_size, timeout):
+        """An ObjectFile reading from the object's descriptor, or None to
+        read through gRPC (fast path unavailable, a compressed object)."""
+        try:
+            located = fast.locate([key], self._deadline(timeout), "Get")
+        except fastpath.Unusable:
+            return None
+        with located:
+            location = located.found.get(key)
+            if location is None:
+                raise NotFound(f"object {key} not found", method="Get", socket=self.socket)
+            if location.codec != "none":
+                return None
+            fd = located.keep(location.fd)
+        size = location.size
+
+        def read_range(offset, length):
+            start = min(offset, size)
+            return fast.read(location, start, min(size, start + length), "Get")
+
+        def close():
+            os.close(fd)
+
+        try:
+            return ObjectFile(info, read_range, on_close=close,
+                              buffer_size=(OPEN_BUFFER_DESCRIPTOR if buffer_size is None
+                                           else buffer_size))
+        except BaseException:
+            os.close(fd)
+            raise
 
     def get_many(self, keys, timeout=None):
         """Reads many objects; yields (key, bytes), or (key, None) for a key
@@ -697,7 +863,11 @@ class Client:
 
         Keys go to the daemon 10,000 at a time: the order is the storage
         order within each such batch. Memory holds one large object at a
-        time. ``timeout`` covers the whole iteration.
+        time. ``timeout`` covers the whole iteration. Through the fast path
+        the keys missing come first, then the objects the daemon located,
+        read in the order of their descriptors and offsets (up to 1 MiB
+        first, then the larger ones); at most 250 files are open at a time,
+        so an answer can cover part of a batch, and the next part follows.
 
         The returned iterator raises, while iterating, InvalidArgument (a
         malformed key, before anything is yielded), DataLoss (corrupt stored
@@ -711,7 +881,52 @@ class Client:
 
     def _get_many(self, keys, deadline):
         for batch in _batches(keys, KEYS_PER_CALL):
-            yield from self._get_many_batch(batch, deadline)
+            fast = self._fast_for(batch)
+            if fast is not None:
+                yield from self._get_many_fast(fast, batch, deadline)
+            else:
+                yield from self._get_many_batch(batch, deadline)
+
+    def _get_many_fast(self, fast, keys, deadline):
+        """get_many of one batch through the fast path, falling back to
+        gRPC for what it cannot read."""
+        remaining, ask = keys, len(keys)
+        while remaining:
+            self._check_deadline(deadline, "GetMany")
+            asked, rest = remaining[:ask], remaining[ask:]
+            try:
+                located = fast.locate(asked, deadline, "GetMany")
+            except fastpath.Unusable:
+                yield from self._get_many_batch(remaining, deadline)
+                return
+            if located.again:
+                # The answer ran out of descriptors (one per loose object):
+                # ask next about twice what it could serve, not all that is
+                # left, which the daemon would mostly answer "again" again.
+                answered = len(asked) - len(located.again)
+                ask = min(KEYS_PER_CALL, max(2 * answered, 2 * fastpath.MAX_FDS))
+            undecodable = []
+            with located:
+                for key in located.missing:
+                    yield key, None
+                # Storage order: small objects first, then the large ones,
+                # each by descriptor and offset.
+                small, large = [], []
+                for location in located.found.values():
+                    if not fastpath.can_decode(location.codec):
+                        undecodable.append(location.key)
+                    elif location.size <= SMALL_OBJECT_MAX:
+                        small.append(location)
+                    else:
+                        large.append(location)
+                small.sort(key=_STORAGE_ORDER)
+                large.sort(key=_STORAGE_ORDER)
+                for location, data in fast.read_whole(small + large, "GetMany"):
+                    self._check_deadline(deadline, "GetMany")
+                    yield location.key, data
+                remaining = located.again + rest
+            if undecodable:
+                yield from self._get_many_batch(undecodable, deadline)
 
     def _get_many_batch(self, keys, deadline):
         remaining = list(keys)

@@ -28,6 +28,7 @@ __all__ = [
     "Unavailable",
     "DeadlineExceeded",
     "error_from_rpc",
+    "error_from_code",
 ]
 
 
@@ -109,8 +110,12 @@ class Unavailable(PackstoreError):
         if not self.socket:
             return f"{where}packstored is unavailable: {self.details}"
         path = self.socket
-        if path.startswith("unix:"):
+        if path.startswith("unix://"):
+            path = path[len("unix://"):]
+        elif path.startswith("unix:"):
             path = path[len("unix:"):]
+        elif path.startswith(_OTHER_SCHEMES):
+            return f"{where}packstored at {path} is unavailable: {self.details}"
         if not os.path.exists(path):
             hint = (f"there is no socket at {path}: is packstored running? "
                     "(Client(socket=...) or $PACKSTORE_SOCKET name another socket)")
@@ -121,6 +126,9 @@ class Unavailable(PackstoreError):
             hint = f"packstored on {path} is unavailable"
         return f"{where}{hint}: {self.details}"
 
+
+# gRPC targets that are not a Unix socket path (client.py passes them on).
+_OTHER_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:", "xds:")
 
 _BY_CODE = {
     cls.default_code: cls
@@ -135,5 +143,12 @@ def error_from_rpc(error, method=None, socket=None):
     details = error.details() if hasattr(error, "details") else str(error)
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
+    cls = _BY_CODE.get(code, PackstoreError)
+    return cls(details or "", code=code, method=method, socket=socket)
+
+
+def error_from_code(code, details, method=None, socket=None):
+    """The PackstoreError (subclass) for a grpc.StatusCode and a message
+    (the fast path's ERR answers)."""
     cls = _BY_CODE.get(code, PackstoreError)
     return cls(details or "", code=code, method=method, socket=socket)

@@ -1,9 +1,10 @@
 """ObjectFile: a stored object as a read-only, seekable binary file.
 
 Client.open() makes them. Every read the read-ahead buffer cannot serve is
-one Get of a byte range, so code that seeks around a file (zipfile,
-tarfile, h5py) reads only the parts it needs. Objects never change once
-stored, so the buffer never goes stale.
+one Get of a byte range, or, for an uncompressed object opened through the
+local fast path, one pread on the object's file descriptor, so code that
+seeks around a file (zipfile, tarfile, h5py) reads only the parts it needs.
+Objects never change once stored, so the buffer never goes stale.
 """
 
 import io
@@ -20,11 +21,13 @@ class ObjectFile(io.BufferedIOBase):
 
     Reads raise what Client.get() raises: NotFound if the object was deleted
     since it was opened, DataLoss for corrupt stored bytes, Unavailable,
-    DeadlineExceeded. Writing raises io.UnsupportedOperation; anything on a
-    closed file raises ValueError.
+    DeadlineExceeded. A file that reads through a descriptor (the fast
+    path) needs no daemon for its reads and goes on reading an object
+    deleted meanwhile; the descriptor is closed with the file. Writing raises
+    io.UnsupportedOperation; anything on a closed file raises ValueError.
     """
 
-    def __init__(self, info, read_range, buffer_size=256 * 1024):
+    def __init__(self, info, read_range, buffer_size=256 * 1024, on_close=None):
         super().__init__()
         self.info = info
         self._read_range = read_range  # (offset, length) -> bytes
@@ -32,6 +35,9 @@ class ObjectFile(io.BufferedIOBase):
         self._pos = 0
         self._buffer = b""
         self._buffer_start = 0
+        # Called once, by the first close(); set last, so that a file whose
+        # construction failed leaves it to the caller.
+        self._on_close = on_close
 
     # -- what it is ---------------------------------------------------------------
 
@@ -149,7 +155,12 @@ class ObjectFile(io.BufferedIOBase):
 
     def close(self):
         self._buffer = b""
-        super().close()
+        on_close, self._on_close = getattr(self, "_on_close", None), None
+        try:
+            if on_close is not None:
+                on_close()
+        finally:
+            super().close()
 
     # -- the buffer ---------------------------------------------------------------
 

@@ -1,0 +1,103 @@
+// The client side of the local fast path (PSFD1, docs/protocol.md): asks
+// packstored where objects are and gets read-only file descriptors back
+// (SCM_RIGHTS), or hands it the descriptor of a file to store. Reads then
+// go straight to the page cache with pread instead of through gRPC.
+//
+// The fast path is optional: when the daemon does not speak it (turned off,
+// an older daemon, a socket that is not a local one), every call returns
+// UNAVAILABLE and the FastPath remembers it, so the caller falls back to
+// gRPC at the cost of one attempt per client.
+//
+// Thread-safety: safe from any thread; requests on the one connection are
+// serialised. A LocatedObject's descriptor may be read from any thread.
+#ifndef PACKSTORE_CLIENT_LIB_FAST_PATH_H_
+#define PACKSTORE_CLIENT_LIB_FAST_PATH_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "packstore/client.h"
+
+namespace packstore::client::internal {
+
+// A descriptor the daemon passed, closed when the last object using it is
+// dropped.
+class PassedFile {
+ public:
+  explicit PassedFile(int fd) : fd_(fd) {}
+  ~PassedFile();
+  PassedFile(const PassedFile&) = delete;
+  PassedFile& operator=(const PassedFile&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  const int fd_;
+};
+
+enum class Codec { kNone, kZlib, kZstd };
+
+struct LocatedObject {
+  std::string key;
+  std::shared_ptr<const PassedFile> file;
+  uint64_t offset = 0;  // of the stored bytes in the file
+  uint64_t length = 0;  // stored bytes
+  uint64_t size = 0;    // uncompressed
+  Codec codec = Codec::kNone;
+};
+
+class FastPath {
+ public:
+  explicit FastPath(std::string socket) : socket_(std::move(socket)) {}
+  ~FastPath();
+  FastPath(const FastPath&) = delete;
+  FastPath& operator=(const FastPath&) = delete;
+
+  // False once the daemon turned out not to offer the fast path.
+  bool available() const;
+
+  // One entry per key, in order; nullopt for a key the store does not have.
+  // UNAVAILABLE: use gRPC instead. Otherwise the daemon's error
+  // (INVALID_ARGUMENT for a malformed key, PERMISSION_DENIED, ...).
+  absl::StatusOr<std::vector<std::optional<LocatedObject>>> Locate(
+      std::span<const std::string> keys);
+
+  // Stores the regular file open on `fd` (the daemon reads it from offset
+  // 0 to its end). UNAVAILABLE: use gRPC instead.
+  absl::StatusOr<ObjectRef> PutFile(int fd, const PutOptions& options);
+
+ private:
+  // One request line (with `fd` attached when >= 0); the response's lines
+  // up to `lines` of them after the first, and the descriptors that came.
+  absl::Status Exchange(const std::string& request, int fd, size_t lines_after_ok,
+                        std::vector<std::string>* lines, std::vector<int>* fds);
+  absl::Status ConnectLocked();
+  void DisconnectLocked();
+  // Marks the fast path unavailable for this client.
+  absl::Status Unavailable(const std::string& why);
+
+  const std::string socket_;
+  mutable std::mutex mu_;
+  int sock_ = -1;
+  bool unavailable_ = false;
+  std::string pending_;  // bytes received past the last response
+};
+
+// Reads [offset, offset + n) of `object`'s uncompressed content into
+// `out`: pread for uncompressed objects, inflate for zlib ones (from the
+// start of the object up to the range). UNIMPLEMENTED for zstd.
+absl::Status ReadLocated(const LocatedObject& object, uint64_t offset, size_t n, char* out);
+
+// The whole object to `sink` in chunks of at most `chunk` bytes.
+absl::Status StreamLocated(const LocatedObject& object, size_t chunk,
+                           const std::function<absl::Status(std::string_view)>& sink);
+
+}  // namespace packstore::client::internal
+
+#endif  // PACKSTORE_CLIENT_LIB_FAST_PATH_H_
