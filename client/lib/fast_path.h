@@ -73,10 +73,12 @@ class FastPath {
   absl::StatusOr<ObjectRef> PutFile(int fd, const PutOptions& options);
 
  private:
-  // One request line (with `fd` attached when >= 0); the response's lines
-  // up to `lines` of them after the first, and the descriptors that came.
+  // One request line (with `fd` attached when >= 0); the response's first
+  // line and, after an OK, `lines_after_ok` more, and the descriptors that
+  // came with them.
+  // The lines point into response_, valid until the next exchange.
   absl::Status Exchange(const std::string& request, int fd, size_t lines_after_ok,
-                        std::vector<std::string>* lines, std::vector<int>* fds);
+                        std::vector<std::string_view>* lines, std::vector<int>* fds);
   absl::Status ConnectLocked();
   void DisconnectLocked();
   // Marks the fast path unavailable for this client.
@@ -86,7 +88,8 @@ class FastPath {
   mutable std::mutex mu_;
   int sock_ = -1;
   bool unavailable_ = false;
-  std::string pending_;  // bytes received past the last response
+  std::string pending_;   // bytes received past the last response
+  std::string response_;  // the last response's lines
 };
 
 // Reads [offset, offset + n) of `object`'s uncompressed content into
