@@ -1,7 +1,8 @@
 // Object keys: hash types and key validation.
 #include "common/hash_key.h"
 
-#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/escaping.h"
@@ -22,7 +23,21 @@ std::string QuoteKey(std::string_view key) {
   return quoted;
 }
 
-bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+// 1 for the characters a key may hold. Every key a client sends is checked
+// (10,000 per bulk call, some twice): a table and a branch-free loop the
+// compiler vectorises keep that out of profiles.
+constexpr std::array<uint8_t, 256> kLowerHex = [] {
+  std::array<uint8_t, 256> table{};
+  for (char c = '0'; c <= '9'; ++c) table[static_cast<uint8_t>(c)] = 1;
+  for (char c = 'a'; c <= 'f'; ++c) table[static_cast<uint8_t>(c)] = 1;
+  return table;
+}();
+
+bool AllLowerHex(std::string_view key) {
+  uint8_t all = 1;
+  for (char c : key) all &= kLowerHex[static_cast<uint8_t>(c)];
+  return all != 0;
+}
 
 }  // namespace
 
@@ -55,7 +70,7 @@ absl::StatusOr<HashType> ParseHashType(std::string_view name) {
 
 absl::Status ValidateKey(std::string_view key, HashType type) {
   const size_t expected = HexKeyLength(type);
-  if (key.size() == expected && std::all_of(key.begin(), key.end(), IsLowerHex)) {
+  if (key.size() == expected && AllLowerHex(key)) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(StrCat("invalid ", HashTypeName(type), " key ", QuoteKey(key),

@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <thread>
 #include <unordered_map>
 
 #include "absl/cleanup/cleanup.h"
@@ -15,6 +16,9 @@ namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
 constexpr size_t kMaxIdleReaders = 16;
+// LookupMany splits batches this large between two threads (a thread costs
+// tens of microseconds; 2,048 lookups take about 2 ms).
+constexpr size_t kParallelLookupMin = 2048;
 
 absl::Status SqliteError(sqlite3* db, int rc, std::string_view what) {
   std::string message =
@@ -210,8 +214,25 @@ absl::StatusOr<std::optional<PackedLocation>> PackIndex::Lookup(std::string_view
 
 absl::StatusOr<std::vector<std::optional<PackedLocation>>> PackIndex::LookupMany(
     const std::vector<std::string>& keys) {
-  PACKSTORE_WITH_READER(c);
-  return LookupManyOn(c, keys);
+  using Locations = std::vector<std::optional<PackedLocation>>;
+  auto lookup = [this](std::span<const std::string> part) -> absl::StatusOr<Locations> {
+    PACKSTORE_WITH_READER(c);
+    return LookupManyOn(c, part);
+  };
+  if (keys.size() < kParallelLookupMin) return lookup(keys);
+  // Half on a thread of its own: a bulk read (GetMany, the fast path's
+  // LOCATE) of 10,000 keys is bound by these B-tree descents (about 1 us
+  // each), and the caller only waits.
+  const std::span<const std::string> all(keys);
+  const size_t half = keys.size() / 2;
+  absl::StatusOr<Locations> tail;
+  std::thread other([&] { tail = lookup(all.subspan(half)); });
+  absl::StatusOr<Locations> head = lookup(all.first(half));
+  other.join();
+  if (!head.ok()) return head.status();
+  if (!tail.ok()) return tail.status();
+  head->insert(head->end(), tail->begin(), tail->end());
+  return head;
 }
 
 absl::StatusOr<std::vector<std::optional<PackedLocation>>> PackIndex::LookupManyAsWriter(
@@ -220,7 +241,7 @@ absl::StatusOr<std::vector<std::optional<PackedLocation>>> PackIndex::LookupMany
 }
 
 absl::StatusOr<std::vector<std::optional<PackedLocation>>> PackIndex::LookupManyOn(
-    Connection& c, const std::vector<std::string>& keys) {
+    Connection& c, std::span<const std::string> keys) {
   PACKSTORE_ASSIGN_OR_RETURN(
       sqlite3_stmt * stmt,
       c.Prepare("SELECT compressed, size, \"offset\", length, pack_id FROM db_object "

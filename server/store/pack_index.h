@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +82,9 @@ class PackIndex {
   // --- Reads (any thread) ---
   absl::StatusOr<std::optional<PackedLocation>> Lookup(std::string_view key);
   // One result per key, in order; std::nullopt for keys without a row.
+  // A large batch is looked up by two connections on two threads, each in
+  // a read transaction of its own (every row found was the key's row at
+  // some instant of the call).
   absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupMany(
       const std::vector<std::string>& keys);
   // The same through the writer's connection, whose page cache stays warm
@@ -119,7 +123,7 @@ class PackIndex {
   explicit PackIndex(std::string path);
   absl::StatusOr<std::unique_ptr<Connection>> AcquireReader();
   absl::StatusOr<std::vector<std::optional<PackedLocation>>> LookupManyOn(
-      Connection& c, const std::vector<std::string>& keys);
+      Connection& c, std::span<const std::string> keys);
   void ReleaseReader(std::unique_ptr<Connection> connection);
 
   const std::string path_;
