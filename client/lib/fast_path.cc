@@ -148,9 +148,12 @@ absl::Status Inflate(const LocatedObject& object, size_t chunk,
 
 PassedFile::~PassedFile() { ::close(fd_); }
 
-FastPath::~FastPath() {
-  std::lock_guard lock(mu_);
-  DisconnectLocked();
+FastPath::Connection::~Connection() { Close(); }
+
+void FastPath::Connection::Close() {
+  if (sock >= 0) ::close(sock);
+  sock = -1;
+  pending.clear();
 }
 
 bool FastPath::available() const {
@@ -160,37 +163,34 @@ bool FastPath::available() const {
 
 absl::Status FastPath::Unavailable(const std::string& why) {
   unavailable_ = true;
-  DisconnectLocked();
+  reads_.Close();
   return absl::UnavailableError("the fast path is not available on " + socket_ + ": " + why);
 }
 
-void FastPath::DisconnectLocked() {
-  if (sock_ >= 0) ::close(sock_);
-  sock_ = -1;
-  pending_.clear();
-}
-
-absl::Status FastPath::ConnectLocked() {
-  if (sock_ >= 0) return absl::OkStatus();
+absl::Status FastPath::Connect(Connection& connection) const {
+  if (connection.sock >= 0) return absl::OkStatus();
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (socket_.size() >= sizeof(address.sun_path)) return Unavailable("the socket path is too long");
+  if (socket_.size() >= sizeof(address.sun_path)) {
+    return absl::UnavailableError("the socket path is too long");
+  }
   std::memcpy(address.sun_path, socket_.data(), socket_.size());
   const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (sock < 0) return absl::ResourceExhaustedError(std::string("socket: ") + std::strerror(errno));
   if (::connect(sock, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     const int err = errno;
     ::close(sock);
-    return Unavailable(std::string("connect: ") + std::strerror(err));
+    return absl::UnavailableError(std::string("connect: ") + std::strerror(err));
   }
   timeval timeout{kReceiveTimeoutSeconds, 0};
   ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sock_ = sock;
+  connection.sock = sock;
   return absl::OkStatus();
 }
 
-absl::Status FastPath::Exchange(const std::string& request, int fd, size_t lines_after_ok,
-                                std::vector<std::string_view>* lines, std::vector<int>* fds) {
+absl::Status FastPath::Exchange(Connection& c, const std::string& request, int fd,
+                                size_t lines_after_ok, std::vector<std::string_view>* lines,
+                                std::vector<int>* fds) {
   // Send the line, the descriptor (if any) with its first byte.
   size_t sent = 0;
   while (sent < request.size()) {
@@ -208,7 +208,7 @@ absl::Status FastPath::Exchange(const std::string& request, int fd, size_t lines
       cmsg->cmsg_len = CMSG_LEN(sizeof(int));
       std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
     }
-    const ssize_t n = ::sendmsg(sock_, &msg, MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(c.sock, &msg, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return absl::AbortedError(std::string("sending to packstored: ") + std::strerror(errno));
     sent += static_cast<size_t>(n);
@@ -218,16 +218,16 @@ absl::Status FastPath::Exchange(const std::string& request, int fd, size_t lines
   std::vector<char> buffer(64 << 10);
   alignas(cmsghdr) char control[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
   size_t wanted = 1;
-  // Lines as (start, length) in pending_, which may grow meanwhile.
+  // Lines as (start, length) in c.pending, which may grow meanwhile.
   std::vector<std::pair<size_t, size_t>> found;
   size_t scanned = 0;
   while (found.size() < wanted) {
-    const size_t newline = pending_.find('\n', scanned);
+    const size_t newline = c.pending.find('\n', scanned);
     if (newline != std::string::npos) {
       found.emplace_back(scanned, newline - scanned);
       scanned = newline + 1;
       if (found.size() == 1) {
-        const std::string_view first(pending_.data() + found[0].first, found[0].second);
+        const std::string_view first(c.pending.data() + found[0].first, found[0].second);
         if (first.rfind("OK", 0) == 0) wanted = 1 + lines_after_ok;
         if (first.rfind("ERR ", 0) == 0) break;
       }
@@ -239,7 +239,7 @@ absl::Status FastPath::Exchange(const std::string& request, int fd, size_t lines
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(sock_, &msg, MSG_CMSG_CLOEXEC);
+    const ssize_t n = ::recvmsg(c.sock, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -253,21 +253,20 @@ absl::Status FastPath::Exchange(const std::string& request, int fd, size_t lines
     if (n < 0) return absl::AbortedError(std::string("reading from packstored: ") + std::strerror(errno));
     if (n == 0) return absl::AbortedError("packstored closed the connection");
     if (msg.msg_flags & MSG_CTRUNC) return absl::AbortedError("descriptors were dropped");
-    pending_.append(buffer.data(), static_cast<size_t>(n));
+    c.pending.append(buffer.data(), static_cast<size_t>(n));
   }
-  // The lines stay in response_ until the next exchange; what came after
+  // The lines stay in c.response until the next exchange; what came after
   // them (nothing, with this protocol) stays pending.
-  response_.assign(pending_, 0, scanned);
-  pending_.erase(0, scanned);
+  c.response.assign(c.pending, 0, scanned);
+  c.pending.erase(0, scanned);
   lines->clear();
-  for (auto [start, length] : found) lines->emplace_back(response_.data() + start, length);
+  for (auto [start, length] : found) lines->emplace_back(c.response.data() + start, length);
   if (lines->front().rfind("ERR ", 0) == 0) {
     const Words words(lines->front());
     const absl::StatusCode code = words.size() > 1 ? CodeNamed(words[1]) : absl::StatusCode::kUnknown;
     const size_t message_at = lines->front().find(' ', 4);
     std::string message =
         message_at == std::string::npos ? "" : std::string(lines->front().substr(message_at + 1));
-    if (code == absl::StatusCode::kUnavailable) return Unavailable(message);
     return absl::Status(code, message);
   }
   return absl::OkStatus();
@@ -288,17 +287,19 @@ absl::StatusOr<std::vector<std::optional<LocatedObject>>> FastPath::Locate(
     request.push_back('\n');
     std::vector<std::string_view> lines;
     std::vector<int> raw_fds;
-    absl::Status status = ConnectLocked();
-    if (status.ok()) status = Exchange(request, -1, batch, &lines, &raw_fds);
+    absl::Status status = Connect(reads_);
+    if (status.ok()) status = Exchange(reads_, request, -1, batch, &lines, &raw_fds);
     std::vector<std::shared_ptr<const PassedFile>> files;
     for (int fd : raw_fds) files.push_back(std::make_shared<PassedFile>(fd));
     if (absl::IsAborted(status) && !retried) {
       // A connection the daemon closed (it restarted, say): once more.
       retried = true;
-      DisconnectLocked();
+      reads_.Close();
       continue;
     }
-    if (absl::IsAborted(status)) return Unavailable(std::string(status.message()));
+    if (absl::IsAborted(status) || absl::IsUnavailable(status)) {
+      return Unavailable(std::string(status.message()));
+    }
     if (!status.ok()) return status;
     const Words ok(lines[0]);
     uint64_t announced = 0;
@@ -349,20 +350,26 @@ absl::StatusOr<std::vector<std::optional<LocatedObject>>> FastPath::Locate(
 }
 
 absl::StatusOr<ObjectRef> FastPath::PutFile(int fd, const PutOptions& options) {
-  std::lock_guard lock(mu_);
-  if (unavailable_) return absl::UnavailableError("the fast path is not available on " + socket_);
+  if (!available()) return absl::UnavailableError("the fast path is not available on " + socket_);
   const std::string request = std::string("PSFD1 PUT ") + PutModeName(options.mode) + " " +
                               CompressionName(options.compression) + "\n";
+  // A connection of its own: the daemon may take seconds to store a large
+  // file, and other threads' reads must not wait behind it.
+  Connection upload;
   std::vector<std::string_view> lines;
   std::vector<int> raw_fds;
-  absl::Status status = ConnectLocked();
-  if (status.ok()) status = Exchange(request, fd, 0, &lines, &raw_fds);
+  absl::Status status = Connect(upload);
+  if (status.ok()) status = Exchange(upload, request, fd, 0, &lines, &raw_fds);
   for (int passed : raw_fds) ::close(passed);
-  if (absl::IsAborted(status)) return Unavailable(std::string(status.message()));
+  if (absl::IsAborted(status) || absl::IsUnavailable(status)) {
+    std::lock_guard lock(mu_);
+    return Unavailable(std::string(status.message()));
+  }
   if (!status.ok()) return status;
   const Words words(lines[0]);
   ObjectRef ref;
   if (words.size() != 3 || words[0] != "OK" || !ParseNumber(words[2], &ref.size)) {
+    std::lock_guard lock(mu_);
     return Unavailable("an answer that does not follow the protocol: " + std::string(lines[0]));
   }
   ref.key = std::string(words[1]);

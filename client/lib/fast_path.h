@@ -8,8 +8,9 @@
 // UNAVAILABLE and the FastPath remembers it, so the caller falls back to
 // gRPC at the cost of one attempt per client.
 //
-// Thread-safety: safe from any thread; requests on the one connection are
-// serialised. A LocatedObject's descriptor may be read from any thread.
+// Thread-safety: safe from any thread. LOCATE requests share one
+// connection, one at a time; each PutFile has a connection of its own. A
+// LocatedObject's descriptor may be read from any thread.
 #ifndef PACKSTORE_CLIENT_LIB_FAST_PATH_H_
 #define PACKSTORE_CLIENT_LIB_FAST_PATH_H_
 
@@ -55,7 +56,6 @@ struct LocatedObject {
 class FastPath {
  public:
   explicit FastPath(std::string socket) : socket_(std::move(socket)) {}
-  ~FastPath();
   FastPath(const FastPath&) = delete;
   FastPath& operator=(const FastPath&) = delete;
 
@@ -73,23 +73,31 @@ class FastPath {
   absl::StatusOr<ObjectRef> PutFile(int fd, const PutOptions& options);
 
  private:
+  // One connection to the daemon and what was received on it.
+  struct Connection {
+    int sock = -1;
+    std::string pending;   // bytes received past the last response
+    std::string response;  // the last response's lines
+    ~Connection();
+    void Close();
+  };
+
+  // Connects `connection` if it is not. UNAVAILABLE when nobody listens.
+  absl::Status Connect(Connection& connection) const;
   // One request line (with `fd` attached when >= 0); the response's first
   // line and, after an OK, `lines_after_ok` more, and the descriptors that
-  // came with them.
-  // The lines point into response_, valid until the next exchange.
-  absl::Status Exchange(const std::string& request, int fd, size_t lines_after_ok,
+  // came with them. The lines point into c.response, valid until the next
+  // exchange. ABORTED when the connection broke; the daemon's ERR as its
+  // code and message.
+  absl::Status Exchange(Connection& c, const std::string& request, int fd, size_t lines_after_ok,
                         std::vector<std::string_view>* lines, std::vector<int>* fds);
-  absl::Status ConnectLocked();
-  void DisconnectLocked();
-  // Marks the fast path unavailable for this client.
+  // Marks the fast path unavailable for this client. REQUIRES: mu_ held.
   absl::Status Unavailable(const std::string& why);
 
   const std::string socket_;
   mutable std::mutex mu_;
-  int sock_ = -1;
+  Connection reads_;  // LOCATE requests, one at a time (mu_)
   bool unavailable_ = false;
-  std::string pending_;   // bytes received past the last response
-  std::string response_;  // the last response's lines
 };
 
 // Reads [offset, offset + n) of `object`'s uncompressed content into

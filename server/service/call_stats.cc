@@ -17,21 +17,29 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 CallScope::CallScope(CallStats* stats, Method method, uint32_t stream_limit)
-    : stats_(stats), method_(method), stream_(stream_limit > 0) {
+    : stats_(stats), method_(method) {
   counters().calls.fetch_add(1, std::memory_order_relaxed);
   counters().active.fetch_add(1, std::memory_order_relaxed);
-  if (stream_ && stats_->streams.fetch_add(1, std::memory_order_relaxed) >= stream_limit) {
+  if (stream_limit == 0) return;
+  if (stats_->streams.fetch_add(1, std::memory_order_relaxed) >= stream_limit) {
+    stats_->streams.fetch_sub(1, std::memory_order_relaxed);
     admitted_ = false;
+  } else {
+    holds_slot_.store(true, std::memory_order_relaxed);
   }
 }
 
 CallScope::CallScope(CallScope&& other) noexcept
     : stats_(other.stats_),
       method_(other.method_),
-      stream_(other.stream_),
       admitted_(other.admitted_),
-      ended_(other.ended_) {
+      ended_(other.ended_),
+      holds_slot_(other.holds_slot_.exchange(false)) {
   other.ended_ = true;
+}
+
+void CallScope::ReleaseSlot() {
+  if (holds_slot_.exchange(false)) stats_->streams.fetch_sub(1, std::memory_order_relaxed);
 }
 
 absl::Status CallScope::Admission() const {
@@ -43,6 +51,7 @@ absl::Status CallScope::Admission() const {
 
 grpc::Status CallScope::Finish(const absl::Status& status) {
   if (!status.ok()) counters().errors.fetch_add(1, std::memory_order_relaxed);
+  ReleaseSlot();
   return ToGrpcStatus(status);
 }
 
@@ -50,7 +59,7 @@ void CallScope::End() {
   if (ended_) return;
   ended_ = true;
   counters().active.fetch_sub(1, std::memory_order_relaxed);
-  if (stream_) stats_->streams.fetch_sub(1, std::memory_order_relaxed);
+  ReleaseSlot();
 }
 
 }  // namespace packstore::service

@@ -42,7 +42,7 @@ class CallScope {
  public:
   // `stream_limit` > 0: the call is a streaming one and takes a slot; if
   // none is left, Admission() is RESOURCE_EXHAUSTED and the call must
-  // finish at once with it.
+  // finish at once with it (it holds no slot).
   CallScope(CallStats* stats, Method method, uint32_t stream_limit = 0);
   CallScope(CallScope&& other) noexcept;
   CallScope(const CallScope&) = delete;
@@ -53,19 +53,25 @@ class CallScope {
   Method method() const { return method_; }
   void AddBytesIn(uint64_t n) { counters().bytes_in.fetch_add(n, std::memory_order_relaxed); }
   void AddBytesOut(uint64_t n) { counters().bytes_out.fetch_add(n, std::memory_order_relaxed); }
-  // Records the outcome and converts it.
+  // Records the outcome and converts it; releases the stream slot, so that
+  // once a client has the answer, its next call finds the slot free.
   grpc::Status Finish(const absl::Status& status);
-  // Releases the call's active count and stream slot (idempotent).
+  // Releases the call's active count and (if Finish did not) its stream
+  // slot (idempotent).
   void End();
 
  private:
   MethodCounters& counters() { return stats_->methods[static_cast<int>(method_)]; }
 
+  void ReleaseSlot();
+
   CallStats* stats_;
   Method method_;
-  bool stream_ = false;
   bool admitted_ = true;
   bool ended_ = false;
+  // A refused call gives its slot back at once; Finish and End may run on
+  // different threads, one after the other.
+  std::atomic<bool> holds_slot_{false};
 };
 
 }  // namespace packstore::service
