@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <cerrno>
+#include <chrono>
 #include <array>
 #include <charconv>
 #include <cstring>
@@ -18,6 +19,9 @@ namespace {
 constexpr size_t kMaxKeysPerRequest = 10000;
 constexpr size_t kMaxFdsPerMessage = 253;  // the kernel's SCM_MAX_FD
 constexpr int kReceiveTimeoutSeconds = 120;
+// After the fast path turned out unavailable (turned off, the daemon at its
+// connection limit or restarting), gRPC alone for this long, then a new try.
+constexpr std::chrono::seconds kRetryAfter{30};
 constexpr size_t kReadChunk = size_t{1} << 20;
 
 absl::StatusCode CodeNamed(std::string_view name) {
@@ -158,11 +162,15 @@ void FastPath::Connection::Close() {
 
 bool FastPath::available() const {
   std::lock_guard lock(mu_);
-  return !unavailable_;
+  return AvailableLocked();
+}
+
+bool FastPath::AvailableLocked() const {
+  return std::chrono::steady_clock::now() >= unavailable_until_;
 }
 
 absl::Status FastPath::Unavailable(const std::string& why) {
-  unavailable_ = true;
+  unavailable_until_ = std::chrono::steady_clock::now() + kRetryAfter;
   reads_.Close();
   return absl::UnavailableError("the fast path is not available on " + socket_ + ": " + why);
 }
@@ -275,7 +283,9 @@ absl::Status FastPath::Exchange(Connection& c, const std::string& request, int f
 absl::StatusOr<std::vector<std::optional<LocatedObject>>> FastPath::Locate(
     std::span<const std::string> keys) {
   std::lock_guard lock(mu_);
-  if (unavailable_) return absl::UnavailableError("the fast path is not available on " + socket_);
+  if (!AvailableLocked()) {
+    return absl::UnavailableError("the fast path is not available on " + socket_);
+  }
   std::vector<std::optional<LocatedObject>> out(keys.size());
   std::vector<size_t> todo(keys.size());
   for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;

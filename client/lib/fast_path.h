@@ -4,9 +4,10 @@
 // go straight to the page cache with pread instead of through gRPC.
 //
 // The fast path is optional: when the daemon does not speak it (turned off,
-// an older daemon, a socket that is not a local one), every call returns
-// UNAVAILABLE and the FastPath remembers it, so the caller falls back to
-// gRPC at the cost of one attempt per client.
+// an older daemon, a socket that is not a local one, the daemon at its limit
+// of fast-path connections), every call returns UNAVAILABLE and the
+// FastPath remembers it for 30 s, so the caller falls back to gRPC at the
+// cost of one attempt per client and half minute.
 //
 // Thread-safety: safe from any thread. LOCATE requests share one
 // connection, one at a time; each PutFile has a connection of its own. A
@@ -14,6 +15,7 @@
 #ifndef PACKSTORE_CLIENT_LIB_FAST_PATH_H_
 #define PACKSTORE_CLIENT_LIB_FAST_PATH_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -59,7 +61,7 @@ class FastPath {
   FastPath(const FastPath&) = delete;
   FastPath& operator=(const FastPath&) = delete;
 
-  // False once the daemon turned out not to offer the fast path.
+  // False for 30 s after the daemon turned out not to offer the fast path.
   bool available() const;
 
   // One entry per key, in order; nullopt for a key the store does not have.
@@ -91,13 +93,15 @@ class FastPath {
   // code and message.
   absl::Status Exchange(Connection& c, const std::string& request, int fd, size_t lines_after_ok,
                         std::vector<std::string_view>* lines, std::vector<int>* fds);
-  // Marks the fast path unavailable for this client. REQUIRES: mu_ held.
+  // Marks the fast path unavailable for this client for a while.
+  // REQUIRES: mu_ held.
   absl::Status Unavailable(const std::string& why);
+  bool AvailableLocked() const;
 
   const std::string socket_;
   mutable std::mutex mu_;
   Connection reads_;  // LOCATE requests, one at a time (mu_)
-  bool unavailable_ = false;
+  std::chrono::steady_clock::time_point unavailable_until_;  // (mu_)
 };
 
 // Reads [offset, offset + n) of `object`'s uncompressed content into

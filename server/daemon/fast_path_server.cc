@@ -411,7 +411,7 @@ absl::Status FastPathServer::Admit(Connection* connection) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError(kShuttingDown);
   if (open_.size() >= kMaxConnections) {
-    return absl::ResourceExhaustedError(StrCat("too many fast-path connections at once (",
+    return absl::UnavailableError(StrCat("too many fast-path connections at once (",
                                                kMaxConnections,
                                                "); use gRPC, or retry when some have closed"));
   }

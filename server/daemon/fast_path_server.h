@@ -45,7 +45,7 @@ class FastPathServer {
   // message.
   static constexpr size_t kMaxDescriptorsPerAnswer = 250;
   // Each connection holds a thread; past this many, new ones are refused
-  // (RESOURCE_EXHAUSTED) and the client uses gRPC. An idle connection's
+  // (UNAVAILABLE: the fast path is not available) and the client uses gRPC. An idle connection's
   // thread costs its stack's touched pages and a small read buffer.
   static constexpr size_t kMaxConnections = 1024;
 
