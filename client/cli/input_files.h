@@ -12,6 +12,8 @@
 //
 // Errors: NOT_FOUND / PERMISSION_DENIED (with the path) for an input that
 // cannot be examined or a directory that cannot be read.
+//
+// Thread-safety: free functions, no state.
 #ifndef PACKSTORE_CLIENT_CLI_INPUT_FILES_H_
 #define PACKSTORE_CLIENT_CLI_INPUT_FILES_H_
 

@@ -8,6 +8,9 @@
 // It redraws at most ten times a second (and when a phase ends), and
 // erases itself before other output goes to the terminal (Clear).
 //
+// Nothing here fails: a write to stderr that fails is dropped, as a
+// progress bar is only a courtesy.
+//
 // Thread-safety: every method may be called from any thread.
 #ifndef PACKSTORE_CLIENT_CLI_PROGRESS_H_
 #define PACKSTORE_CLIENT_CLI_PROGRESS_H_

@@ -266,16 +266,7 @@ absl::StatusOr<IndexRow> Container::AppendObject(ObjectSource& source, bool comp
     // Large and stored as is: each chunk is hashed while it is written.
     PipelinedWrite writes([this](std::string_view data) { return pack_writer_->Write(data); },
                           kChunk);
-    PACKSTORE_ASSIGN_OR_RETURN(char* chunk, writes.NextBuffer());
-    std::memcpy(chunk, buf.get(), n);
-    while (n != 0) {
-      writes.Submit(n);
-      hasher.Update(chunk, n);
-      size += n;
-      PACKSTORE_ASSIGN_OR_RETURN(chunk, writes.NextBuffer());
-      PACKSTORE_ASSIGN_OR_RETURN(n, source.Read(chunk, kChunk));
-    }
-    PACKSTORE_RETURN_IF_ERROR(writes.Finish());
+    PACKSTORE_ASSIGN_OR_RETURN(size, writes.CopyFrom(std::string_view(buf.get(), n), source, hasher));
   } else {
     std::string out;
     while (n != 0) {

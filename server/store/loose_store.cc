@@ -5,7 +5,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include <cstring>
 #include <ctime>
 #include <memory>
 
@@ -91,16 +90,7 @@ absl::StatusOr<WrittenObject> LooseStore::Write(ObjectSource& source) {
           return absl::OkStatus();
         },
         kChunk);
-    PACKSTORE_ASSIGN_OR_RETURN(char* chunk, writes.NextBuffer());
-    std::memcpy(chunk, buf.get(), n);
-    while (n != 0) {
-      writes.Submit(n);
-      hasher.Update(chunk, n);
-      size += n;
-      PACKSTORE_ASSIGN_OR_RETURN(chunk, writes.NextBuffer());
-      PACKSTORE_ASSIGN_OR_RETURN(n, source.Read(chunk, kChunk));
-    }
-    PACKSTORE_RETURN_IF_ERROR(writes.Finish());
+    PACKSTORE_ASSIGN_OR_RETURN(size, writes.CopyFrom(std::string_view(buf.get(), n), source, hasher));
   } else {
     while (n != 0) {
       hasher.Update(buf.get(), n);

@@ -1,12 +1,37 @@
 #include "server/store/pipelined_write.h"
 
+#include <cstring>
 #include <utility>
+
+#include "common/status_util.h"
 
 namespace packstore::internal {
 
-PipelinedWrite::PipelinedWrite(WriteFn write, size_t chunk) : write_(std::move(write)) {
+PipelinedWrite::PipelinedWrite(WriteFn write, size_t chunk)
+    : write_(std::move(write)), chunk_(chunk) {
   for (auto& buffer : buffers_) buffer = std::make_unique_for_overwrite<char[]>(chunk);
   thread_ = std::thread([this] { Run(); });
+}
+
+absl::StatusOr<uint64_t> PipelinedWrite::CopyFrom(std::string_view head, ObjectSource& source,
+                                                   Hasher& hasher) {
+  uint64_t size = 0;
+  absl::StatusOr<char*> chunk = NextBuffer();
+  if (!chunk.ok()) return chunk.status();
+  std::memcpy(*chunk, head.data(), head.size());
+  size_t n = head.size();
+  while (n != 0) {
+    Submit(n);
+    hasher.Update(*chunk, n);
+    size += n;
+    chunk = NextBuffer();
+    if (!chunk.ok()) return chunk.status();
+    absl::StatusOr<size_t> read = source.Read(*chunk, chunk_);
+    if (!read.ok()) return read.status();
+    n = *read;
+  }
+  PACKSTORE_RETURN_IF_ERROR(Finish());
+  return size;
 }
 
 absl::StatusOr<char*> PipelinedWrite::NextBuffer() {

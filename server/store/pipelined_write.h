@@ -4,14 +4,10 @@
 // large objects stored as they are, in packs and loose.
 //
 //   PipelinedWrite writes([&](std::string_view data) { return Write(data); }, kChunk);
-//   PACKSTORE_ASSIGN_OR_RETURN(char* buffer, writes.NextBuffer());
-//   ... fill n bytes of buffer, hash them ...
-//   writes.Submit(n);
-//   ...
-//   PACKSTORE_RETURN_IF_ERROR(writes.Finish());
+//   PACKSTORE_ASSIGN_OR_RETURN(uint64_t size, writes.CopyFrom(head, source, hasher));
 //
 // Thread-safety: one caller thread; `write` runs on the writing thread, one
-// call at a time, in submission order.
+// call at a time, in the order of the bytes. One CopyFrom per object.
 #ifndef PACKSTORE_SERVER_STORE_PIPELINED_WRITE_H_
 #define PACKSTORE_SERVER_STORE_PIPELINED_WRITE_H_
 
@@ -24,6 +20,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/hasher.h"
+#include "server/store/object_source.h"
 
 namespace packstore::internal {
 
@@ -35,6 +33,14 @@ class PipelinedWrite {
   PipelinedWrite(const PipelinedWrite&) = delete;
   PipelinedWrite& operator=(const PipelinedWrite&) = delete;
 
+  // Writes `head` (bytes already read from `source`, at most `chunk`),
+  // then the rest of `source` chunk by chunk, each hashed into `hasher`
+  // while the previous one is written, and waits for the last write.
+  // Returns the bytes written; the first error of `source` or of the
+  // writes.
+  absl::StatusOr<uint64_t> CopyFrom(std::string_view head, ObjectSource& source, Hasher& hasher);
+
+ private:
   // The buffer to fill next (`chunk` bytes); waits until its previous
   // write is done. The first write error, if any, instead.
   absl::StatusOr<char*> NextBuffer();
@@ -42,11 +48,10 @@ class PipelinedWrite {
   void Submit(size_t n);
   // Waits for every queued write; returns the first error.
   absl::Status Finish();
-
- private:
   void Run();
 
   const WriteFn write_;
+  const size_t chunk_;
   std::unique_ptr<char[]> buffers_[2];
   std::mutex mu_;
   std::condition_variable cv_;

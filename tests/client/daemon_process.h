@@ -1,6 +1,10 @@
 // A real packstored for the client library's tests: started on a fresh
 // store and socket in a temporary folder, stopped (SIGTERM, then SIGKILL)
 // when destroyed. The binary is PACKSTORE_PACKSTORED, set by CMake.
+// Failures (it does not start, or does not stop within 20 s) are reported
+// to GoogleTest with the daemon's log, not returned.
+//
+// Thread-safety: one thread owns a DaemonProcess.
 #ifndef PACKSTORE_TESTS_CLIENT_DAEMON_PROCESS_H_
 #define PACKSTORE_TESTS_CLIENT_DAEMON_PROCESS_H_
 
