@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <unordered_set>
 #include <utility>
 
@@ -24,6 +25,7 @@ using internal::Codec;
 using internal::FromProto;
 using internal::LocatedObject;
 using internal::kChunkSize;
+using internal::kMaxLocateKeys;
 using internal::Retrying;
 using internal::Rpc;
 using internal::StreamGet;
@@ -565,19 +567,48 @@ class ClientImpl final : public Client {
     return *std::move((*located)[0]);
   }
 
-  // GetMany through the fast path: the objects in storage order (by
-  // descriptor, then offset), neighbours read with one pread; missing keys
-  // last. Returns the keys left to gRPC: all of them when the fast path is
-  // not offered, zstd objects otherwise.
+  // GetMany through the fast path, in batches of one LOCATE each: the
+  // objects of a batch in storage order (by descriptor, then offset),
+  // neighbours read with one pread; its missing keys last. The next batch
+  // is located on another thread while this one is read, so that the
+  // daemon's index lookups overlap the reading here. Returns the keys left
+  // to gRPC: zstd objects, and every key from the first batch the fast
+  // path could not serve on.
   absl::StatusOr<std::vector<std::string>> GetManyFast(const std::vector<std::string>& keys,
                                                        const PieceCallback& on_piece) {
-    absl::StatusOr<std::vector<std::optional<LocatedObject>>> located = rpc_->fast_path->Locate(keys);
-    if (absl::IsUnavailable(located.status())) return keys;
-    if (!located.ok()) return located.status();
-    std::vector<std::string> rest, missing;
+    using Located = absl::StatusOr<std::vector<std::optional<LocatedObject>>>;
+    const std::span<const std::string> all(keys);
+    auto locate = [this, all](size_t begin) -> Located {
+      return rpc_->fast_path->Locate(all.subspan(begin, std::min(kMaxLocateKeys, all.size() - begin)));
+    };
+    std::vector<std::string> rest;
+    Located located = locate(0);
+    for (size_t begin = 0; begin < all.size(); begin += kMaxLocateKeys) {
+      if (absl::IsUnavailable(located.status())) {
+        rest.insert(rest.end(), all.begin() + static_cast<long>(begin), all.end());
+        return rest;
+      }
+      if (!located.ok()) return located.status();
+      std::future<Located> next;
+      if (begin + kMaxLocateKeys < all.size()) {
+        next = std::async(std::launch::async, locate, begin + kMaxLocateKeys);
+      }
+      absl::Status status = ReadLocatedBatch(
+          all.subspan(begin, std::min(kMaxLocateKeys, all.size() - begin)), *located, on_piece, rest);
+      if (next.valid()) located = next.get();
+      if (!status.ok()) return status;
+    }
+    return rest;
+  }
+
+  // Delivers one located batch (see GetManyFast); its zstd keys go to `rest`.
+  absl::Status ReadLocatedBatch(std::span<const std::string> keys,
+                                const std::vector<std::optional<LocatedObject>>& located,
+                                const PieceCallback& on_piece, std::vector<std::string>& rest) {
+    std::vector<std::string_view> missing;
     std::vector<const LocatedObject*> order;
     for (size_t i = 0; i < keys.size(); ++i) {
-      const std::optional<LocatedObject>& object = (*located)[i];
+      const std::optional<LocatedObject>& object = located[i];
       if (!object) {
         missing.push_back(keys[i]);
       } else if (object->codec == Codec::kZstd) {
@@ -630,12 +661,12 @@ class ClientImpl final : public Client {
         }
       }
     }
-    for (const std::string& key : missing) {
+    for (std::string_view key : missing) {
       if (absl::Status status = on_piece(ObjectPiece{key, 0, 0, {}, true}); !status.ok()) {
         return status;
       }
     }
-    return rest;
+    return absl::OkStatus();
   }
 
   static pb::PutOptions ToOptions(const PutOptions& options) {

@@ -15,8 +15,7 @@
 namespace packstore::client::internal {
 namespace {
 
-// The protocol's limits (docs/protocol.md).
-constexpr size_t kMaxKeysPerRequest = 10000;
+// The protocol's limit of descriptors per message (docs/protocol.md).
 constexpr size_t kMaxFdsPerMessage = 253;  // the kernel's SCM_MAX_FD
 constexpr int kReceiveTimeoutSeconds = 120;
 // After the fast path turned out unavailable (turned off, the daemon at its
@@ -291,7 +290,7 @@ absl::StatusOr<std::vector<std::optional<LocatedObject>>> FastPath::Locate(
   for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
   bool retried = false;
   while (!todo.empty()) {
-    const size_t batch = std::min(todo.size(), kMaxKeysPerRequest);
+    const size_t batch = std::min(todo.size(), kMaxLocateKeys);
     std::string request = "PSFD1 LOCATE";
     for (size_t i = 0; i < batch; ++i) request.append(" ").append(keys[todo[i]]);
     request.push_back('\n');

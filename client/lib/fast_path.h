@@ -30,6 +30,10 @@
 
 namespace packstore::client::internal {
 
+// Keys per LOCATE request: the protocol's limit (docs/protocol.md). Locate
+// takes more, in several requests.
+inline constexpr size_t kMaxLocateKeys = 10000;
+
 // A descriptor the daemon passed, closed when the last object using it is
 // dropped.
 class PassedFile {

@@ -52,6 +52,12 @@ absl::StatusOr<PackedLocation> ReadLocation(sqlite3_stmt* stmt, int first_column
 class PackIndex::Connection {
  public:
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& path, int flags) {
+    // SQLite's memory statistics, which packstore never reads, take a
+    // process-wide mutex on every allocation: the two lookup threads of a
+    // bulk read contended on it. Only possible before SQLite initialises
+    // (a no-op if something in the process used SQLite first).
+    static const int kNoMemoryStatistics = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    (void)kNoMemoryStatistics;
     sqlite3* db = nullptr;
     int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
     auto connection = std::unique_ptr<Connection>(new Connection(db));

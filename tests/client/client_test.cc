@@ -43,6 +43,18 @@ std::unique_ptr<Client> ConnectTo(const DaemonProcess& daemon, ClientOptions opt
 
 // Every ClientTest runs twice: through the fast path (the default) and
 // through gRPC alone.
+// Calls of `method` the daemon has counted.
+uint64_t CallsOf(Client& client, std::string_view method) {
+  absl::StatusOr<StoreStatus> status = client.Status();
+  EXPECT_TRUE(status.ok()) << status.status();
+  if (!status.ok()) return 0;
+  const std::string field = "\"method\":\"" + std::string(method) + "\",\"calls\":\"";
+  const size_t at = status->json.find(field);
+  EXPECT_NE(at, std::string::npos) << status->json;
+  if (at == std::string::npos) return 0;
+  return std::stoull(status->json.substr(at + field.size()));
+}
+
 class ClientTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
@@ -222,6 +234,55 @@ TEST_P(ClientTest, GetManyDeliversEachKeyOnceMissingOnesReported) {
   EXPECT_EQ(seen, 3);
 }
 
+TEST_P(ClientTest, GetManyOfSeveralBatches) {
+  // More keys than one request (or LOCATE) takes: the batches after the
+  // first are asked while the one before is being delivered.
+  std::vector<std::string> objects;
+  for (int i = 0; i < 21000; ++i) objects.push_back("object " + std::to_string(i));
+  const std::vector<std::string_view> views(objects.begin(), objects.end());
+  absl::StatusOr<std::vector<ObjectRef>> refs = client_->PutMany(views, {PutMode::kPacked, {}});
+  ASSERT_TRUE(refs.ok()) << refs.status();
+  std::vector<std::string> keys;
+  std::map<std::string, std::string> stored;
+  for (size_t i = 0; i < objects.size(); ++i) {
+    keys.push_back((*refs)[i].key);
+    stored[(*refs)[i].key] = objects[i];
+  }
+  const std::set<std::string> absent = {Sha256("absent 1"), Sha256("absent 2")};
+  keys.insert(keys.begin() + 12345, *absent.begin());
+  keys.push_back(*absent.rbegin());
+
+  std::map<std::string, std::string> got;
+  std::set<std::string> missing;
+  size_t pieces = 0;
+  absl::Status status = client_->GetMany(keys, [&](const ObjectPiece& piece) {
+    ++pieces;
+    if (piece.missing) {
+      missing.insert(std::string(piece.key));
+    } else {
+      got[std::string(piece.key)] = piece.data;
+    }
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(pieces, keys.size());
+  EXPECT_EQ(missing, absent);
+  EXPECT_TRUE(got == stored);
+
+  // A callback error in the second batch (while the third is asked for)
+  // ends the call.
+  size_t seen = 0;
+  status = client_->GetMany(keys, [&](const ObjectPiece&) {
+    return ++seen == 15000 ? absl::CancelledError("enough") : absl::OkStatus();
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(seen, 15000u);
+  // Through the fast path, not one GetMany call.
+  if (GetParam()) {
+    EXPECT_EQ(CallsOf(*client_, "GetMany"), 0u);
+  }
+}
+
 TEST_P(ClientTest, StatHasListAndStatus) {
   const std::string packed = MustPut("packed object", {PutMode::kPacked, Compression::kYes});
   const std::string loose = MustPut("loose object", {PutMode::kLoose, {}});
@@ -319,18 +380,6 @@ INSTANTIATE_TEST_SUITE_P(FastPathAndGrpc, ClientTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "FastPath" : "GrpcOnly";
                          });
-
-// Calls of `method` the daemon has counted.
-uint64_t CallsOf(Client& client, std::string_view method) {
-  absl::StatusOr<StoreStatus> status = client.Status();
-  EXPECT_TRUE(status.ok()) << status.status();
-  if (!status.ok()) return 0;
-  const std::string field = "\"method\":\"" + std::string(method) + "\",\"calls\":\"";
-  const size_t at = status->json.find(field);
-  EXPECT_NE(at, std::string::npos) << status->json;
-  if (at == std::string::npos) return 0;
-  return std::stoull(status->json.substr(at + field.size()));
-}
 
 TEST(FastPathTest, ReadsAndPutFileBypassGrpc) {
   DaemonProcess daemon;
