@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "common/status_util.h"
 #include "common/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -59,6 +60,14 @@ void SendRefusal(int fd, const absl::Status& error) {
   }
 }
 
+// The first `max` bytes of a word of the request, quoted for an ERR line
+// and the log: escaped, so that an answer stays printable ASCII whatever
+// the client sent.
+std::string Quoted(std::string_view word, size_t max) {
+  const std::string_view shown = word.substr(0, max);
+  return StrCat("\"", absl::CHexEscape(absl::string_view(shown.data(), shown.size())), "\"");
+}
+
 std::vector<std::string_view> SplitSpaces(std::string_view text) {
   std::vector<std::string_view> parts;
   while (true) {
@@ -75,7 +84,7 @@ absl::StatusOr<service::PutMode> ParsePutMode(std::string_view name) {
   if (name == "loose") return service::PutMode::kLoose;
   if (name == "packed") return service::PutMode::kPacked;
   return absl::InvalidArgumentError(
-      StrCat("unknown put mode \"", name.substr(0, 32), "\": use default, auto, loose or packed"));
+      StrCat("unknown put mode ", Quoted(name, 32), ": use default, auto, loose or packed"));
 }
 
 absl::StatusOr<CompressMode> ParseCompression(std::string_view name) {
@@ -84,7 +93,7 @@ absl::StatusOr<CompressMode> ParseCompression(std::string_view name) {
   if (name == "yes") return CompressMode::kYes;
   if (name == "auto") return CompressMode::kAuto;
   return absl::InvalidArgumentError(
-      StrCat("unknown compression \"", name.substr(0, 32), "\": use default, no, yes or auto"));
+      StrCat("unknown compression ", Quoted(name, 32), ": use default, no, yes or auto"));
 }
 
 std::string_view CodecWord(const std::optional<CodecKind>& codec) {
@@ -225,7 +234,7 @@ class FastPathServer::Connection {
     std::string_view line = request.line;
     if (!line.starts_with(kRequestPrefix)) {
       return Fail(absl::InvalidArgumentError(
-          StrCat("a request line starts with \"PSFD1 \", not \"", line.substr(0, 16), "\"")));
+          StrCat("a request line starts with \"PSFD1 \", not ", Quoted(line, 16))));
     }
     line.remove_prefix(kRequestPrefix.size());
     const size_t space = line.find(' ');
@@ -247,7 +256,7 @@ class FastPathServer::Connection {
     }
     if (verb == "PUT") return Put(arguments, request.descriptors);
     return Fail(absl::InvalidArgumentError(
-        StrCat("unknown request \"", verb.substr(0, 32), "\": LOCATE or PUT")));
+        StrCat("unknown request ", Quoted(verb, 32), ": LOCATE or PUT")));
   }
 
   bool Locate(std::string_view arguments) {

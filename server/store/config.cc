@@ -109,6 +109,9 @@ class JsonObjectReader {
         case 't': out->push_back('\t'); break;
         case 'u':
           if (pos_ + 4 > text_.size()) return false;
+          for (char h : text_.substr(pos_, 4)) {
+            if (!std::isxdigit(static_cast<unsigned char>(h))) return false;
+          }
           out->append("\\u").append(text_.substr(pos_, 4));
           pos_ += 4;
           break;
@@ -144,6 +147,35 @@ class JsonObjectReader {
 
 using Members = std::map<std::string, JsonObjectReader::Member>;
 
+// A JSON string, escaped as Python's json.dumps escapes ASCII. The ids
+// packstore makes are plain hex and come out unchanged; a hand-edited
+// config.json may hold anything the reader unescaped, and must still
+// serialize to JSON that reads back to the same value.
+std::string JsonString(std::string_view value) {
+  std::string out = "\"";
+  for (char c : value) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out.push_back("0123456789abcdef"[(c >> 4) & 0xf]);
+          out.push_back("0123456789abcdef"[c & 0xf]);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
 absl::StatusOr<int64_t> IntMember(const Members& m, const std::string& key) {
   auto it = m.find(key);
   if (it == m.end()) return absl::InvalidArgumentError(StrCat("config.json lacks \"", key, "\""));
@@ -172,8 +204,9 @@ std::string SerializeConfigJson(const ContainerConfig& c) {
   return StrCat("{\"container_version\": ", c.container_version,
                       ", \"loose_prefix_len\": ", c.loose_prefix_len,
                       ", \"pack_size_target\": ", c.pack_size_target, ", \"hash_type\": \"",
-                      HashTypeName(c.hash_type), "\", \"container_id\": \"", c.container_id,
-                      "\", \"compression_algorithm\": \"", CodecName(c.codec), "\"}");
+                      HashTypeName(c.hash_type), "\", \"container_id\": ",
+                      JsonString(c.container_id), ", \"compression_algorithm\": \"",
+                      CodecName(c.codec), "\"}");
 }
 
 absl::StatusOr<ContainerConfig> ParseConfigJson(std::string_view text) {
