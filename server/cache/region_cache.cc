@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/cache/descriptor_pool.h"
+#include "server/cache/fault_injection.h"
 #include "server/cache/limited_gauge.h"
 #include "server/cache/mutex_lock.h"
 #include "server/cache/pack_file_state.h"
@@ -387,8 +388,11 @@ class RegionCache::Impl {
         return descriptor.fd().status();
       }
       mmap_calls_.fetch_add(1, std::memory_order_relaxed);
-      base = mmap(nullptr, length, PROT_READ, MAP_SHARED, *descriptor.fd(),
-                  static_cast<off_t>(index << shift_));
+      // An injected failure takes the path of a real one: MAP_FAILED.
+      if (FaultInjector::Check(FaultOp::kMmap, file.path) == 0) {
+        base = mmap(nullptr, length, PROT_READ, MAP_SHARED, *descriptor.fd(),
+                    static_cast<off_t>(index << shift_));
+      }
     }
     if (base == MAP_FAILED) {
       mmap_failures_.fetch_add(1, std::memory_order_relaxed);

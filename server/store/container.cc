@@ -333,13 +333,55 @@ absl::StatusOr<std::vector<WrittenObject>> Container::PutPacked(
                                                     pack_writer_->EndObject(),
                                                     objects[i].size(), compress_it}});
   }
+  const std::set<int64_t> synced = pack_writer_->touched();
+  if (status.ok()) status = pack_writer_->Commit();
   if (!status.ok()) {
-    pack_writer_->Abandon();
+    AbandonAppends();
     return status;
   }
-  PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
-  if (!rows.empty()) PACKSTORE_RETURN_IF_ERROR(index_->InsertRows(rows).status());
+  // Rows only for bytes known durable: the commit above succeeded.
+  if (!rows.empty()) {
+    PACKSTORE_RETURN_IF_ERROR(
+        CommitRows(synced, [&] { return index_->InsertRows(rows).status(); }));
+  }
   return results;
+}
+
+absl::Status Container::CommitRows(const std::set<int64_t>& synced,
+                                   const std::function<absl::Status()>& commit) {
+  absl::Status status = commit();
+  if (!status.ok()) {
+    uncommitted_packs_.insert(synced.begin(), synced.end());
+    return status;
+  }
+  for (auto it = uncommitted_packs_.begin(); it != uncommitted_packs_.end();) {
+    const int64_t id = *it;
+    absl::Status scan =
+        index_->ForEachRow(id, [](const IndexRow&) { return absl::CancelledError(); });
+    if (!scan.ok() && !absl::IsCancelled(scan)) {
+      ++it;  // look again after the next commit
+      continue;
+    }
+    // No row: remove it, unless another packer holds it.
+    if (scan.ok() && !PathExists(JoinPath(JoinPath(dir_, "packs"), StrCat(id, ".lock"))) &&
+        !packs_->Remove(id).ok()) {
+      ++it;
+      continue;
+    }
+    it = uncommitted_packs_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+void Container::AbandonAppends() {
+  std::vector<int64_t> touched(pack_writer_->touched().begin(), pack_writer_->touched().end());
+  for (int64_t id : touched) {
+    // One row is enough to keep the pack; a failed scan keeps it too.
+    absl::Status scan =
+        index_->ForEachRow(id, [](const IndexRow&) { return absl::CancelledError(); });
+    if (scan.ok() && packs_->Remove(id).ok()) pack_writer_->Forget(id);
+  }
+  pack_writer_->Abandon();
 }
 
 absl::StatusOr<WrittenObject> Container::PutPackedStream(ObjectSource& source, CompressMode compress) {
@@ -364,34 +406,25 @@ absl::StatusOr<WrittenObject> Container::PutPackedStream(ObjectSource& source, C
   absl::MutexLock lock(&writer_mu_);
   auto row = AppendObject(chained, compress_it);
   if (!row.ok()) {
-    pack_writer_->Abandon();
+    AbandonAppends();
     return row.status();
   }
   // Known only now: if the object was packed already, the new bytes are
-  // left as a hole and the existing row kept. A pack that no row points
-  // into (one this append just started) is removed instead, while its lock
-  // is still held: left behind, it would be an orphan pack to validate.
+  // left as a hole (or their pack removed, if this append started it) and
+  // the existing row kept.
   auto existing = index_->Lookup(row->key);
-  bool pack_has_rows = false;
-  absl::Status scan;
-  if (existing.ok() && existing->has_value()) {
-    scan = index_->ForEachRow(row->location.pack_id, [&](const IndexRow&) {
-      pack_has_rows = true;
-      return absl::CancelledError();  // one row is enough
-    });
-  }
-  if (!existing.ok() || (!scan.ok() && !pack_has_rows)) {
-    pack_writer_->Abandon();
-    return existing.ok() ? scan : existing.status();
-  }
-  if (existing->has_value() && !pack_has_rows) {
-    absl::Status removed = packs_->Remove(row->location.pack_id);
-    pack_writer_->Abandon();
-    PACKSTORE_RETURN_IF_ERROR(removed);
+  if (!existing.ok() || existing->has_value()) {
+    AbandonAppends();
+    if (!existing.ok()) return existing.status();
     return WrittenObject{row->key, row->location.size};
   }
-  PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
-  PACKSTORE_RETURN_IF_ERROR(index_->InsertRows({*row}).status());
+  const std::set<int64_t> synced = pack_writer_->touched();
+  if (absl::Status committed = pack_writer_->Commit(); !committed.ok()) {
+    AbandonAppends();
+    return committed;
+  }
+  PACKSTORE_RETURN_IF_ERROR(
+      CommitRows(synced, [&] { return index_->InsertRows({*row}).status(); }));
   return WrittenObject{row->key, row->location.size};
 }
 
@@ -476,12 +509,12 @@ absl::StatusOr<Container::Resolved> Container::Resolve(std::string_view key) {
 
 absl::StatusOr<std::unique_ptr<ObjectReader>> Container::ReaderFor(Resolved r) {
   if (r.packed) {
-    return std::make_unique<ObjectReader>(std::move(r.file), r.packed->offset, r.packed->length,
-                                          r.packed->size, r.packed->compressed,
+    return std::make_unique<ObjectReader>(std::move(r.key), std::move(r.file), r.packed->offset,
+                                          r.packed->length, r.packed->size, r.packed->compressed,
                                           config_.codec.kind);
   }
-  return std::make_unique<ObjectReader>(std::move(r.file), 0, r.size, r.size, false,
-                                        config_.codec.kind);
+  return std::make_unique<ObjectReader>(std::move(r.key), std::move(r.file), 0, r.size, r.size,
+                                        false, config_.codec.kind);
 }
 
 absl::StatusOr<std::unique_ptr<ObjectReader>> Container::OpenObject(std::string_view key) {
@@ -675,7 +708,7 @@ absl::Status Container::GetMany(const std::vector<std::string>& keys, const GetM
       continue;
     }
     if (first.location.length > kSpan) {
-      ObjectReader reader(file, first.location.offset, first.location.length,
+      ObjectReader reader(*first.key, file, first.location.offset, first.location.length,
                           first.location.size, first.location.compressed, config_.codec.kind);
       auto content = reader.ReadRest();
       if (!content.ok()) {
@@ -696,22 +729,30 @@ absl::Status Container::GetMany(const std::vector<std::string>& keys, const GetM
       span_end = std::max(span_end, packed[end].location.offset + packed[end].location.length);
       ++end;
     }
-    absl::Status read =
+    const absl::Status span_read =
         file->ReadAt(first.location.offset, span.get(), span_end - first.location.offset);
     for (; i < end; ++i) {
       const PackedLocation& loc = packed[i].location;
-      if (!read.ok()) {
-        PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key, read));
-        continue;
+      char* const at = span.get() + (loc.offset - first.location.offset);
+      if (!span_read.ok()) {
+        // Perhaps only some objects' bytes are missing (a damaged row points
+        // past the end of the pack): each alone, so only those fail.
+        if (absl::Status read = file->ReadAt(loc.offset, at, loc.length); !read.ok()) {
+          PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key, ObjectReadError(*packed[i].key, read)));
+          continue;
+        }
       }
-      std::string_view stored(span.get() + (loc.offset - first.location.offset), loc.length);
+      std::string_view stored(at, loc.length);
       if (!loc.compressed) {
         PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key, stored));
         continue;
       }
       auto content = DecompressAll(config_.codec.kind, stored, loc.size);
       if (!content.ok()) {
-        PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key, content.status()));
+        PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key,
+                                     absl::IsDataLoss(content.status())
+                                         ? UndecodableObject(*packed[i].key, content.status())
+                                         : content.status()));
       } else {
         PACKSTORE_RETURN_IF_ERROR(fn(*packed[i].key, std::string_view(*content)));
       }

@@ -40,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -178,6 +179,7 @@ struct ValidateIssue {
     kMissingPack,      // rows point at a pack file that does not exist
     kOrphanPack,       // a pack file no row points at
     kStrayFile,        // a file that has no business where it is
+    kCorruptIndex,     // packs.idx itself is damaged (SQLite's check fails)
   };
   Kind kind;
   std::string subject;  // key or path
@@ -352,6 +354,22 @@ class Container {
   // (compressing when asked), hashing what it reads. REQUIRES: writer_mu_.
   absl::StatusOr<IndexRow> AppendObject(ObjectSource& source, bool compress)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Gives up the pack writer's appends since its last Commit (after a
+  // failure, or when they turn out not to be needed): each pack they
+  // touched that no row points into is removed while its lock is still
+  // held, so a failed batch leaves no orphan pack behind; the appended
+  // bytes of the others become holes.
+  void AbandonAppends() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Runs `commit`, the index transaction for bytes the pack writer has just
+  // made durable in packs `synced`. When it fails, a pack that only its rows
+  // would have pointed into is not removed at once: SQLite wrote the
+  // transaction's WAL frames before the sync that failed, and a crash
+  // before the next commit could recover them. Such packs are removed by
+  // the next commit that succeeds (which supersedes those frames) if no row
+  // points into them then.
+  absl::Status CommitRows(const std::set<int64_t>& synced,
+                          const std::function<absl::Status()>& commit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   absl::Status ValidatePack(int64_t id, bool has_lock_file, ValidateReport& report,
                             const ProgressFn& progress, uint64_t total);
 
@@ -367,6 +385,8 @@ class Container {
   // The single writer: every pack or index mutation runs under it.
   absl::Mutex writer_mu_;
   std::unique_ptr<PackWriter> pack_writer_ ABSL_GUARDED_BY(writer_mu_);
+  // See CommitRows.
+  std::set<int64_t> uncommitted_packs_ ABSL_GUARDED_BY(writer_mu_);
 };
 
 }  // namespace packstore

@@ -11,8 +11,51 @@
 
 #include "common/str_cat.h"
 #include "common/status_util.h"
+#include "server/cache/fault_injection.h"
 
 namespace packstore {
+namespace {
+
+// The system calls that can fail by injection (server/cache/fault_injection.h):
+// each behaves as the call returning -1 with the injected errno.
+int SysOpen(const char* path, int flags, mode_t mode) {
+  if (int err = FaultInjector::Check(FaultOp::kOpen, path)) {
+    errno = err;
+    return -1;
+  }
+  return ::open(path, flags, mode);
+}
+
+ssize_t SysWrite(int fd, const char* data, size_t size) {
+  if (int err = FaultInjector::CheckWrite(fd, {}, &size)) {
+    errno = err;
+    return -1;
+  }
+  return ::write(fd, data, size);
+}
+
+ssize_t SysPwrite(int fd, const char* data, size_t size, off_t offset) {
+  if (int err = FaultInjector::CheckWrite(fd, {}, &size)) {
+    errno = err;
+    return -1;
+  }
+  return ::pwrite(fd, data, size, offset);
+}
+
+int SysSync(int fd, bool data_only) {
+  if (int err = FaultInjector::CheckFd(FaultOp::kSync, fd)) {
+    errno = err;
+    return -1;
+  }
+  return data_only ? ::fdatasync(fd) : ::fsync(fd);
+}
+
+int Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+}  // namespace
 
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
   if (this != &other) {
@@ -35,7 +78,7 @@ absl::Status UniqueFd::Close() {
 absl::StatusOr<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode) {
   int fd;
   do {
-    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    fd = SysOpen(path.c_str(), flags | O_CLOEXEC, mode);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return ErrnoStatus(errno, "open " + path);
   return UniqueFd(fd);
@@ -49,7 +92,7 @@ absl::StatusOr<UniqueFd> DupFile(int fd) {
 
 absl::Status WriteAll(int fd, std::string_view data) {
   while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
+    ssize_t n = SysWrite(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, "write");
@@ -61,7 +104,7 @@ absl::Status WriteAll(int fd, std::string_view data) {
 
 absl::Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
   while (!data.empty()) {
-    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    ssize_t n = SysPwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, "pwrite");
@@ -110,18 +153,18 @@ absl::StatusOr<size_t> ReadUpTo(int fd, char* buf, size_t size) {
 }
 
 absl::Status Fsync(int fd) {
-  if (::fsync(fd) != 0) return ErrnoStatus(errno, "fsync");
+  if (SysSync(fd, /*data_only=*/false) != 0) return ErrnoStatus(errno, "fsync");
   return absl::OkStatus();
 }
 
 absl::Status Fdatasync(int fd) {
-  if (::fdatasync(fd) != 0) return ErrnoStatus(errno, "fdatasync");
+  if (SysSync(fd, /*data_only=*/true) != 0) return ErrnoStatus(errno, "fdatasync");
   return absl::OkStatus();
 }
 
 absl::Status FsyncDir(const std::string& dir) {
   PACKSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir, O_RDONLY | O_DIRECTORY));
-  if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync " + dir);
+  if (SysSync(fd.get(), /*data_only=*/false) != 0) return ErrnoStatus(errno, "fsync " + dir);
   return absl::OkStatus();
 }
 
@@ -143,14 +186,16 @@ bool PathExists(const std::string& path) {
 }
 
 absl::Status Rename(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) {
+  int err = FaultInjector::Check(FaultOp::kRename, from, to);
+  if ((err != 0 ? Fail(err) : ::rename(from.c_str(), to.c_str())) != 0) {
     return ErrnoStatus(errno, "rename " + from + " to " + to);
   }
   return absl::OkStatus();
 }
 
 absl::Status Link(const std::string& from, const std::string& to) {
-  if (::link(from.c_str(), to.c_str()) != 0) {
+  int err = FaultInjector::Check(FaultOp::kLink, from, to);
+  if ((err != 0 ? Fail(err) : ::link(from.c_str(), to.c_str())) != 0) {
     return ErrnoStatus(errno, "link " + from + " to " + to);
   }
   return absl::OkStatus();
@@ -158,17 +203,19 @@ absl::Status Link(const std::string& from, const std::string& to) {
 
 absl::Status CreateFileAtomically(const std::string& dir, const std::string& path,
                                   std::string_view content) {
-  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  int fd = SysOpen(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
   if (fd >= 0) {
     UniqueFd tmp(fd);
     PACKSTORE_RETURN_IF_ERROR(WriteAll(tmp.get(), content));
     // linkat(fd, "", AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH; the
     // /proc name of the fd needs nothing.
     std::string proc_path = StrCat("/proc/self/fd/", tmp.get());
-    if (::linkat(AT_FDCWD, proc_path.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+    int injected = FaultInjector::Check(FaultOp::kLink, path);
+    if (injected == 0 &&
+        ::linkat(AT_FDCWD, proc_path.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
       return absl::OkStatus();
     }
-    int err = errno;
+    int err = injected != 0 ? injected : errno;
     if (err != ENOENT || PathExists("/proc/self/fd")) return ErrnoStatus(err, "link " + path);
     // No /proc: fall back below.
   } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
@@ -181,7 +228,10 @@ absl::Status CreateFileAtomically(const std::string& dir, const std::string& pat
 }
 
 absl::Status Unlink(const std::string& path) {
-  if (::unlink(path.c_str()) != 0) return ErrnoStatus(errno, "unlink " + path);
+  int err = FaultInjector::Check(FaultOp::kUnlink, path);
+  if ((err != 0 ? Fail(err) : ::unlink(path.c_str())) != 0) {
+    return ErrnoStatus(errno, "unlink " + path);
+  }
   return absl::OkStatus();
 }
 

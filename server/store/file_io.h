@@ -1,6 +1,9 @@
 // File-system primitives of the container engine: every open, read, write,
 // fsync, rename and unlink the engine makes goes through here, and errno
-// becomes an absl::Status (via ErrnoStatus) only here.
+// becomes an absl::Status (via ErrnoStatus) only here. Tests make any of
+// these calls fail through server/cache/fault_injection.h; the functions
+// behave then exactly as when the kernel fails them (a short write is
+// retried, an error is returned).
 //
 // Thread-safety: free functions are thread-safe; a UniqueFd is owned by one
 // thread at a time (pread-based reads on the same fd may run concurrently).

@@ -79,7 +79,8 @@ absl::StatusOr<WrittenObject> LooseStore::Write(ObjectSource& source) {
     uint64_t written = 0, writeback_from = 0;
     internal::PipelinedWrite writes(
         [&](std::string_view data) {
-          PACKSTORE_RETURN_IF_ERROR(WriteAll(fd.get(), data));
+          PACKSTORE_RETURN_IF_ERROR(
+              Annotate(WriteAll(fd.get(), data), "loose object: write " + sandbox_path));
           written += data.size();
           if (written - writeback_from >= kWritebackStep) {
             // Advice only: errors surface at the fsync.
@@ -94,12 +95,13 @@ absl::StatusOr<WrittenObject> LooseStore::Write(ObjectSource& source) {
   } else {
     while (n != 0) {
       hasher.Update(buf.get(), n);
-      PACKSTORE_RETURN_IF_ERROR(WriteAll(fd.get(), std::string_view(buf.get(), n)));
+      PACKSTORE_RETURN_IF_ERROR(Annotate(WriteAll(fd.get(), std::string_view(buf.get(), n)),
+                                         "loose object: write " + sandbox_path));
       size += n;
       PACKSTORE_ASSIGN_OR_RETURN(n, source.Read(buf.get(), kChunk));
     }
   }
-  PACKSTORE_RETURN_IF_ERROR(Fsync(fd.get()));
+  PACKSTORE_RETURN_IF_ERROR(Annotate(Fsync(fd.get()), "loose object: fsync " + sandbox_path));
   WrittenObject written{hasher.HexDigest(), size};
 
   std::string dest = PathFor(written.key);

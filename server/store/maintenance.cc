@@ -55,6 +55,7 @@ std::string_view ValidateIssueKindName(ValidateIssue::Kind kind) {
     case ValidateIssue::Kind::kMissingPack: return "missing_pack";
     case ValidateIssue::Kind::kOrphanPack: return "orphan_pack";
     case ValidateIssue::Kind::kStrayFile: return "stray_file";
+    case ValidateIssue::Kind::kCorruptIndex: return "corrupt_index";
   }
   return "unknown";
 }
@@ -78,9 +79,11 @@ absl::StatusOr<PackResult> Container::PackAllLoose(const PackOptions& options,
   // Makes the pending objects durable and visible, then drops their loose
   // copies: pack data synced, then one transaction, then the unlinks.
   auto flush = [&]() -> absl::Status {
+    const std::set<int64_t> synced = pack_writer_->touched();
     PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
     if (pending.empty()) return absl::OkStatus();
-    PACKSTORE_RETURN_IF_ERROR(index_->InsertRows(pending).status());
+    PACKSTORE_RETURN_IF_ERROR(
+        CommitRows(synced, [&] { return index_->InsertRows(pending).status(); }));
     if (options.delete_loose) {
       for (const IndexRow& row : pending) {
         PACKSTORE_RETURN_IF_ERROR(loose_.Delete(row.key));
@@ -147,7 +150,7 @@ absl::StatusOr<PackResult> Container::PackAllLoose(const PackOptions& options,
   }
   if (status.ok()) status = flush();
   if (!status.ok()) {
-    pack_writer_->Abandon();
+    AbandonAppends();
     return status;
   }
   Report(progress, "pack", done, keys.size());
@@ -237,7 +240,11 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
       rows.push_back(row);
       return absl::OkStatus();
     }));
-    PACKSTORE_ASSIGN_OR_RETURN(uint64_t file_size, PathSize(packs_->PathFor(id)));
+    absl::StatusOr<uint64_t> listed_size = PathSize(packs_->PathFor(id));
+    // Gone since the listing: a pack without rows that an earlier failed
+    // commit left, removed by this repack's first commit (CommitRows).
+    if (absl::IsNotFound(listed_size.status()) && rows.empty()) continue;
+    PACKSTORE_ASSIGN_OR_RETURN(uint64_t file_size, std::move(listed_size));
     if (rows.empty()) {
       PACKSTORE_RETURN_IF_ERROR(packs_->Remove(id));
       ++result.packs_removed;
@@ -259,7 +266,7 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
     for (const IndexRow& row : rows) {
       const PackedLocation& loc = row.location;
       bool compress = loc.compressed;
-      ObjectReader reader(old, loc.offset, loc.length, loc.size, loc.compressed,
+      ObjectReader reader(row.key, old, loc.offset, loc.length, loc.size, loc.compressed,
                           config_.codec.kind);
       if (options.compress) {
         if (*options.compress == CompressMode::kAuto) {
@@ -283,7 +290,8 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
       IndexRow copy;
       if (compress == loc.compressed) {
         // Same encoding: copy the stored bytes as they are.
-        ObjectReader raw(old, loc.offset, loc.length, loc.length, false, config_.codec.kind);
+        ObjectReader raw(row.key, old, loc.offset, loc.length, loc.length, false,
+                         config_.codec.kind);
         internal::ReaderSource source(raw);
         auto pos = pack_writer_->BeginObject();
         if (!pos.ok()) {
@@ -318,12 +326,13 @@ absl::StatusOr<RepackResult> Container::Repack(const RepackOptions& options,
       if (!status.ok()) break;
       moved.push_back(std::move(copy));
     }
+    const std::set<int64_t> synced = pack_writer_->touched();
+    if (status.ok()) status = pack_writer_->Commit();
     if (!status.ok()) {
-      pack_writer_->Abandon();
+      AbandonAppends();
       return status;
     }
-    PACKSTORE_RETURN_IF_ERROR(pack_writer_->Commit());
-    PACKSTORE_RETURN_IF_ERROR(index_->MoveRows(moved));
+    PACKSTORE_RETURN_IF_ERROR(CommitRows(synced, [&] { return index_->MoveRows(moved); }));
     PACKSTORE_RETURN_IF_ERROR(packs_->Remove(id));
     uint64_t new_size = 0;
     for (const IndexRow& row : moved) new_size += row.location.length;
@@ -457,7 +466,7 @@ absl::Status Container::ValidatePack(int64_t id, bool has_lock_file, ValidateRep
                                             " differs from size ", loc.size)});
       continue;
     }
-    ObjectReader reader(file, loc.offset, loc.length, loc.size, loc.compressed,
+    ObjectReader reader(row.key, file, loc.offset, loc.length, loc.size, loc.compressed,
                         config_.codec.kind);
     internal::ReaderSource source(reader);
     uint64_t size = 0;
@@ -485,8 +494,21 @@ absl::StatusOr<ValidateReport> Container::Validate(const ProgressFn& progress) {
         report.issues.push_back({ValidateIssue::Kind::kStrayFile, path,
                                  "not an object file name for this container"});
       }));
-  PACKSTORE_ASSIGN_OR_RETURN(IndexTotals totals, index_->Totals());
-  uint64_t total = loose_keys.size() + totals.count;
+  // The index first: the pack checks below trust its rows and would only
+  // fail on a damaged file, hiding the loose objects' results.
+  PACKSTORE_ASSIGN_OR_RETURN(std::vector<std::string> index_problems, index_->CheckIntegrity());
+  if (!index_problems.empty()) {
+    const size_t n = index_problems.size();
+    std::string detail = StrCat("SQLite's check found ", n, n == 1 ? " problem" : " problems",
+                                " (the first: ", index_problems.front(),
+                                "); its rows cannot be trusted, so no pack was checked");
+    report.issues.push_back({ValidateIssue::Kind::kCorruptIndex, "packs.idx", std::move(detail)});
+  }
+  uint64_t total = loose_keys.size();
+  if (index_problems.empty()) {
+    PACKSTORE_ASSIGN_OR_RETURN(IndexTotals totals, index_->Totals());
+    total += totals.count;
+  }
   for (const std::string& key : loose_keys) {
     Report(progress, "validate loose", report.loose_checked, total);
     auto fd = loose_.Open(key);
@@ -500,6 +522,10 @@ absl::StatusOr<ValidateReport> Container::Validate(const ProgressFn& progress) {
       report.issues.push_back({ValidateIssue::Kind::kCorruptLoose, key,
                                StrCat("content hashes to ", actual)});
     }
+  }
+  if (!index_problems.empty()) {
+    Report(progress, "validate", total, total);
+    return report;
   }
 
   PACKSTORE_ASSIGN_OR_RETURN(PackListing listing, packs_->List());

@@ -11,9 +11,21 @@ namespace {
 constexpr size_t kInputChunk = 256 << 10;
 }  // namespace
 
-ObjectReader::ObjectReader(std::shared_ptr<const StoredFile> file, uint64_t offset,
-                           uint64_t length, uint64_t size, bool compressed, CodecKind kind)
-    : file_(std::move(file)),
+absl::Status UndecodableObject(std::string_view key, const absl::Status& error) {
+  return absl::DataLossError(
+      StrCat("object ", key, " does not decode (", error.message(), "): run Validate"));
+}
+
+absl::Status ObjectReadError(std::string_view key, const absl::Status& error) {
+  if (!absl::IsDataLoss(error)) return error;
+  return absl::DataLossError(StrCat("object ", key, ": ", error.message()));
+}
+
+ObjectReader::ObjectReader(std::string key, std::shared_ptr<const StoredFile> file,
+                           uint64_t offset, uint64_t length, uint64_t size, bool compressed,
+                           CodecKind kind)
+    : key_(std::move(key)),
+      file_(std::move(file)),
       offset_(offset),
       length_(length),
       size_(size),
@@ -26,7 +38,9 @@ absl::StatusOr<size_t> ObjectReader::Read(char* buf, size_t capacity) {
   capacity = static_cast<size_t>(std::min<uint64_t>(capacity, size_ - position_));
   if (capacity == 0) return 0;
   if (compressed_) return ReadCompressed(buf, capacity);
-  PACKSTORE_RETURN_IF_ERROR(file_->ReadAt(offset_ + position_, buf, capacity));
+  if (absl::Status read = file_->ReadAt(offset_ + position_, buf, capacity); !read.ok()) {
+    return ObjectReadError(key_, read);
+  }
   position_ += capacity;
   return capacity;
 }
@@ -46,18 +60,23 @@ absl::StatusOr<size_t> ObjectReader::ReadCompressed(char* buf, size_t capacity) 
       if (input_consumed_ == length_) break;
       size_t n = static_cast<size_t>(std::min<uint64_t>(kInputChunk, length_ - input_consumed_));
       input_.resize(n);
-      PACKSTORE_RETURN_IF_ERROR(file_->ReadAt(offset_ + input_consumed_, input_.data(), n));
+      if (absl::Status read = file_->ReadAt(offset_ + input_consumed_, input_.data(), n);
+          !read.ok()) {
+        return ObjectReadError(key_, read);
+      }
       input_consumed_ += n;
       decompressor_->Feed(input_);
     }
-    PACKSTORE_ASSIGN_OR_RETURN(size_t n, decompressor_->Produce(buf + produced, capacity - produced));
-    produced += n;
-    if (n == 0 && decompressor_->Finished()) break;
+    absl::StatusOr<size_t> n = decompressor_->Produce(buf + produced, capacity - produced);
+    if (absl::IsDataLoss(n.status())) return UndecodableObject(key_, n.status());
+    if (!n.ok()) return n.status();
+    produced += *n;
+    if (*n == 0 && decompressor_->Finished()) break;
   }
   position_ += produced;
   if (produced < capacity) {
-    return absl::DataLossError(StrCat("compressed object ends after ", position_,
-                                            " bytes; its recorded size is ", size_));
+    return absl::DataLossError(StrCat("object ", key_, " decodes to ", position_,
+                                      " bytes; its recorded size is ", size_, ": run Validate"));
   }
   return produced;
 }

@@ -9,8 +9,9 @@
 //
 // Thread-safety: one thread at a time.
 //
-// Errors: DATA_LOSS when stored bytes end early, do not decompress, or
-// decompress to a size other than the recorded one; I/O errors as mapped.
+// Errors: DATA_LOSS, naming the object, when stored bytes end early, do not
+// decompress, or decompress to a size other than the recorded one; I/O
+// errors as mapped.
 //
 //   PACKSTORE_ASSIGN_OR_RETURN(auto reader, container->OpenObject(key));
 //   reader->Seek(1 << 20);
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,10 +33,11 @@ namespace packstore {
 
 class ObjectReader {
  public:
-  // Reads an object of `size` bytes stored at [offset, offset + length) of
-  // `file`. `compressed` means the stored bytes are a `kind` stream.
-  ObjectReader(std::shared_ptr<const StoredFile> file, uint64_t offset, uint64_t length,
-               uint64_t size, bool compressed, CodecKind kind);
+  // Reads object `key` (named in errors), of `size` bytes stored at
+  // [offset, offset + length) of `file`. `compressed` means the stored bytes
+  // are a `kind` stream.
+  ObjectReader(std::string key, std::shared_ptr<const StoredFile> file, uint64_t offset,
+               uint64_t length, uint64_t size, bool compressed, CodecKind kind);
   ~ObjectReader();
 
   uint64_t size() const { return size_; }
@@ -52,6 +55,7 @@ class ObjectReader {
   absl::Status Restart();
   absl::StatusOr<size_t> ReadCompressed(char* buf, size_t capacity);
 
+  const std::string key_;
   std::shared_ptr<const StoredFile> file_;
   const uint64_t offset_;
   const uint64_t length_;
@@ -64,6 +68,13 @@ class ObjectReader {
   std::string input_;
   uint64_t input_consumed_ = 0;  // stored bytes fed so far
 };
+
+// DATA_LOSS for object `key`, whose stored bytes do not decode: `error` is
+// the decoder's, which names neither the object nor the remedy.
+absl::Status UndecodableObject(std::string_view key, const absl::Status& error);
+// `error` from reading object `key`'s stored bytes, naming the object when it
+// is DATA_LOSS (a file shorter than the index says, say); others unchanged.
+absl::Status ObjectReadError(std::string_view key, const absl::Status& error);
 
 }  // namespace packstore
 

@@ -32,20 +32,33 @@ class CachedPack : public StoredFile {
       : cache_(cache), registration_(std::move(registration)) {}
   ~CachedPack() override { cache_->Retire(registration_).IgnoreError(); }
   absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const override {
-    return cache_->Read(registration_, offset, dst, n);
+    absl::Status status = cache_->Read(registration_, offset, dst, n);
+    if (absl::IsOutOfRange(status)) {
+      // The index points past the end of the file: the store is damaged,
+      // not the request.
+      return absl::DataLossError(StrCat("pack file ", Name(), " ends before byte ", offset + n,
+                                        ", which the index points at: run Validate"));
+    }
+    return status;
   }
   // The path names the registered file until PackFileTable::Remove, which
   // the caller's shared hold of layout_mu() keeps out.
   absl::StatusOr<UniqueFd> OpenDescriptor() const override {
     absl::StatusOr<UniqueFd> fd = OpenFile(registration_.path(), O_RDONLY);
     if (absl::IsNotFound(fd.status())) {
-      return absl::DataLossError(
-          StrCat("pack file ", registration_.path(), " is missing but the index points at it"));
+      return absl::DataLossError(StrCat("pack file ", Name(), " is missing but the index points at it"));
     }
     return fd;
   }
 
  private:
+  // "packs/N", as messages name packs (the full path is the store's
+  // business, not a client's).
+  std::string Name() const {
+    const std::string& path = registration_.path();
+    return StrCat("packs/", path.substr(path.rfind('/') + 1));
+  }
+
   RegionCache* const cache_;
   const PackFile registration_;
 };
@@ -124,12 +137,17 @@ absl::Status PackWriter::OpenPack(int64_t id, bool must_be_new) {
   // is disk-objectstore's), so a writer killed between creating the file
   // and writing it would otherwise lock this pack for good.
   absl::Status lock = CreateFileAtomically(dir_, lock_path, StrCat("packstore ", ::getpid(), "\n"));
+  if (absl::IsAlreadyExists(lock) &&
+      std::find(stale_locks_.begin(), stale_locks_.end(), lock_path) != stale_locks_.end()) {
+    return absl::UnavailableError(StrCat("pack ", id, " keeps a lock this writer failed to remove (",
+                                         lock_path, "); retrying its removal"));
+  }
   if (absl::IsAlreadyExists(lock)) {
     return absl::UnavailableError(StrCat(
         "pack ", id, " is locked by another process (packs/", id,
         ".lock exists); if no other packer is running, remove that file"));
   }
-  PACKSTORE_RETURN_IF_ERROR(lock);
+  PACKSTORE_RETURN_IF_ERROR(Annotate(lock, StrCat("lock pack ", id)));
   held_locks_.push_back(lock_path);
 
   int flags = O_WRONLY | O_CREAT | (must_be_new ? O_EXCL : 0);
@@ -145,7 +163,7 @@ absl::Status PackWriter::OpenPack(int64_t id, bool must_be_new) {
 
 absl::Status PackWriter::ClosePack() {
   PACKSTORE_RETURN_IF_ERROR(Flush());
-  if (current_fd_.valid()) unsynced_.push_back(std::move(current_fd_));
+  if (current_fd_.valid()) unsynced_.emplace_back(current_id_, std::move(current_fd_));
   current_id_ = -1;
   return absl::OkStatus();
 }
@@ -156,9 +174,17 @@ absl::StatusOr<PackWriter::Position> PackWriter::BeginObject() {
     ++next_candidate_;
   }
   if (current_id_ < 0) {
-    // The lowest id whose file does not exist or is below the target.
+    std::vector<std::string> stale = std::move(stale_locks_);
+    stale_locks_.clear();
+    for (const std::string& lock : stale) ReleaseLock(lock);
+    // The lowest id whose file does not exist or is below the target, and
+    // that no write or sync failed on.
     int64_t id = next_candidate_;
     while (true) {
+      if (failed_.contains(id)) {
+        ++id;
+        continue;
+      }
       auto size = PathSize(JoinPath(dir_, std::to_string(id)));
       if (absl::IsNotFound(size.status())) break;
       if (!size.ok()) return size.status();
@@ -196,10 +222,12 @@ absl::Status PackWriter::Flush() {
 absl::Status PackWriter::WriteAt(std::string_view data, uint64_t offset) {
   absl::Status status = PwriteAll(current_fd_.get(), data, offset);
   if (!status.ok()) {
-    // Whatever part was written is a hole now; later objects go after it.
+    // Whatever part was written is a hole now, and the pack is not
+    // appended to again (see "Failures" in pack_files.h).
+    failed_.insert(current_id_);
     auto size = FileSize(current_fd_.get());
     if (size.ok()) current_size_ = *size;
-    return status;
+    return Annotate(status, StrCat("append to packs/", current_id_));
   }
   const uint64_t end = offset + data.size();
   if (end - writeback_from_ >= kWritebackStep) {
@@ -217,14 +245,23 @@ uint64_t PackWriter::EndObject() { return current_size_ - object_start_; }
 
 absl::Status PackWriter::Commit() {
   absl::Status status = Flush();
-  for (UniqueFd& fd : unsynced_) {
-    if (status.ok()) status = Fdatasync(fd.get());
-  }
-  unsynced_.clear();
-  if (status.ok() && current_fd_.valid()) status = Fdatasync(current_fd_.get());
+  auto sync = [&](int64_t id, const UniqueFd& fd) {
+    if (!status.ok()) return;
+    status = Fdatasync(fd.get());
+    if (status.ok()) return;
+    failed_.insert(id);
+    status = Annotate(status, StrCat("sync packs/", id));
+  };
+  for (const auto& [id, fd] : unsynced_) sync(id, fd);
+  if (current_fd_.valid()) sync(current_id_, current_fd_);
   if (status.ok() && created_file_) status = FsyncDir(dir_);
-  Abandon();
+  if (status.ok()) Abandon();
   return status;
+}
+
+void PackWriter::ReleaseLock(const std::string& path) {
+  absl::Status status = Unlink(path);
+  if (!status.ok() && !absl::IsNotFound(status)) stale_locks_.push_back(path);
 }
 
 void PackWriter::Abandon() {
@@ -235,7 +272,7 @@ void PackWriter::Abandon() {
   created_file_ = false;
   fresh_only_ = false;
   touched_.clear();
-  for (const std::string& lock : held_locks_) Unlink(lock).IgnoreError();
+  for (const std::string& lock : held_locks_) ReleaseLock(lock);
   held_locks_.clear();
 }
 

@@ -86,6 +86,16 @@ class PackFileTable {
 //   created), then releases the pack locks. Only then may index rows that
 //   point at the new bytes be committed. Abandon() releases the locks
 //   without syncing (the bytes become holes).
+//
+// Failures. A pack that a write (or short write) or an fdatasync failed on
+// is never appended to again by this writer: after a failed fdatasync the
+// kernel may have dropped the dirty pages and marked them clean (the
+// "fsyncgate" problem), so neither the file's size, nor what a read
+// returns, nor a later successful fdatasync says anything about which of
+// its tail bytes reached the disk. The next object goes to the next pack.
+// A pack that was failed but then removed (it held no rows; see
+// Container::AbandonAppends) is forgotten. A pack lock that cannot be
+// removed is retried before each new pack is opened.
 class PackWriter {
  public:
   PackWriter(std::string packs_dir, int64_t pack_size_target);
@@ -106,8 +116,16 @@ class PackWriter {
 
   // Packs touched since the last Commit/Abandon.
   const std::set<int64_t>& touched() const { return touched_; }
+  // On success, releases the locks. On failure, keeps them (and touched())
+  // so that the caller can drop packs the failed batch leaves without rows
+  // while no other packer can take them; the caller must then Abandon.
   absl::Status Commit();
   void Abandon();
+  // Pack `id`'s file is gone (removed while this writer held its lock): a
+  // failure seen on the old file does not concern a new one of that id.
+  void Forget(int64_t id) { failed_.erase(id); }
+  // Packs this writer will not append to again (see "Failures").
+  const std::set<int64_t>& failed() const { return failed_; }
 
   // Forgets the current pack choice: the next object looks again from id 0
   // (after a repack or recovery freed low ids).
@@ -119,6 +137,9 @@ class PackWriter {
   // Writes the buffered small objects with one pwrite.
   absl::Status Flush();
   absl::Status WriteAt(std::string_view data, uint64_t offset);
+  // Unlinks a lock, or remembers it to retry (a lock left behind would
+  // keep this and every other packer out of that pack).
+  void ReleaseLock(const std::string& path);
 
   const std::string dir_;
   const int64_t target_;
@@ -140,8 +161,11 @@ class PackWriter {
   static constexpr size_t kFlushAt = 1 << 20;
   bool created_file_ = false;
   std::set<int64_t> touched_;
-  std::vector<UniqueFd> unsynced_;  // fds of packs rolled over before Commit
+  // Packs rolled over before Commit, with their ids.
+  std::vector<std::pair<int64_t, UniqueFd>> unsynced_;
   std::vector<std::string> held_locks_;
+  std::vector<std::string> stale_locks_;  // our locks an unlink failed to remove
+  std::set<int64_t> failed_;
 };
 
 }  // namespace packstore

@@ -323,6 +323,26 @@ absl::Status PackIndex::ForEachRow(std::optional<int64_t> pack_id,
   }
 }
 
+absl::StatusOr<std::vector<std::string>> PackIndex::CheckIntegrity() {
+  PACKSTORE_WITH_READER(c);
+  PACKSTORE_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, c.Prepare("PRAGMA quick_check"));
+  absl::Cleanup reset = [stmt] { sqlite3_reset(stmt); };
+  std::vector<std::string> problems;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const auto* line = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    std::string text = line ? line : "";
+    if (text != "ok") problems.push_back(std::move(text));
+  }
+  // A file too damaged to check at all is a problem found, too.
+  if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) {
+    problems.push_back(sqlite3_errmsg(c.db()));
+  } else if (rc != SQLITE_DONE) {
+    return SqliteError(c.db(), rc, "quick_check");
+  }
+  return problems;
+}
+
 absl::StatusOr<IndexTotals> PackIndex::Totals() {
   PACKSTORE_WITH_READER(c);
   PACKSTORE_ASSIGN_OR_RETURN(

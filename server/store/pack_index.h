@@ -101,6 +101,10 @@ class PackIndex {
   absl::Status ForEachRow(std::optional<int64_t> pack_id,
                           const std::function<absl::Status(const IndexRow&)>& fn);
   absl::StatusOr<IndexTotals> Totals();
+  // SQLite's own check of packs.idx (PRAGMA quick_check: every page, row
+  // and index entry is well formed and agrees; reads the whole file): the
+  // problems it found, none when the file is sound.
+  absl::StatusOr<std::vector<std::string>> CheckIntegrity();
   // Sum of stored lengths per pack id.
   absl::StatusOr<std::vector<std::pair<int64_t, uint64_t>>> LengthPerPack();
 

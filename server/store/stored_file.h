@@ -23,8 +23,8 @@ namespace packstore {
 class StoredFile {
  public:
   virtual ~StoredFile() = default;
-  // Copies bytes [offset, offset + n) into dst. DATA_LOSS or OUT_OF_RANGE
-  // when the file is shorter; I/O errors as mapped.
+  // Copies bytes [offset, offset + n) into dst. DATA_LOSS when the file is
+  // shorter; I/O errors as mapped.
   virtual absl::Status ReadAt(uint64_t offset, char* dst, size_t n) const = 0;
   // A new read-only, close-on-exec descriptor of this very file, for a
   // reader outside the engine. A cached pack is reopened by its path, which

@@ -17,6 +17,13 @@ TempDir::TempDir() {
   path_ = made;
 }
 
+TempDir::TempDir(const std::string& parent) {
+  std::string tmpl = parent + "/packstore-test-XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  if (made == nullptr) std::abort();
+  path_ = made;
+}
+
 TempDir::~TempDir() {
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);

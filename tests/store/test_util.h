@@ -14,6 +14,8 @@ namespace packstore::testing {
 class TempDir {
  public:
   TempDir();
+  // Under `parent` instead of the system's temporary folder.
+  explicit TempDir(const std::string& parent);
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

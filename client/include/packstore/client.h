@@ -165,7 +165,7 @@ struct CleanResult {
 
 struct ValidateIssue {
   // corrupt_loose, corrupt_packed, size_mismatch, overlap, past_end_of_pack,
-  // missing_pack, orphan_pack, stray_file.
+  // missing_pack, orphan_pack, stray_file, corrupt_index.
   std::string kind;
   std::string subject;  // the key or path concerned
   std::string detail;

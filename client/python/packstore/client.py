@@ -166,7 +166,7 @@ class CleanResult:
 class ValidateIssue:
     """One problem validate() found: ``kind`` (corrupt_loose, corrupt_packed,
     size_mismatch, overlap, past_end_of_pack, missing_pack, orphan_pack,
-    stray_file), ``subject`` (the key or path) and ``detail``."""
+    stray_file, corrupt_index), ``subject`` (the key or path) and ``detail``."""
 
     kind: str
     subject: str
