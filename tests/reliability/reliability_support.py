@@ -8,13 +8,12 @@ here starts one.
 
 import hashlib
 import os
-import socket
 import sqlite3
-import tempfile
 import time
 
 import daemon_support as support
 from daemon_support import key_of, pb
+from fast_path_client import FastPath  # noqa: F401 (the suite's tests take it from here)
 
 EMPTY_KEY = key_of(b"")
 FIRST_BYTES_TIMEOUT = 5.0  # docs/protocol.md: the first bytes must tell the protocol within 5 s
@@ -137,114 +136,6 @@ def assert_served(daemon, what, streams=True, timeout=10.0):
             assert entries[0].read() == data, what
     finally:
         channel.close()
-
-
-# ---- a minimal PSFD1 client (docs/protocol.md, "The local fast path") -------------------
-
-
-class Located:
-    """One line of a LOCATE answer."""
-
-    def __init__(self, line, fds):
-        words = line.split(" ")
-        self.key = words[0]
-        self.state = "found"
-        if len(words) == 2:
-            self.state = words[1]
-            assert self.state in ("missing", "again"), line
-            return
-        assert len(words) == 6, f"malformed answer line {line!r}"
-        self.fd = fds[int(words[1])]
-        self.offset, self.length, self.size = int(words[2]), int(words[3]), int(words[4])
-        self.codec = words[5]
-
-    def read(self):
-        import zlib
-
-        stored = os.pread(self.fd, self.length, self.offset)
-        assert len(stored) == self.length, f"{self.key}: short read"
-        if self.codec == "zlib":
-            return zlib.decompress(stored)
-        assert self.codec == "none", self.codec
-        return stored
-
-
-class FastPath:
-    """One PSFD1 connection."""
-
-    def __init__(self, path, timeout=30.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.buffer = b""
-        self.fds = []
-        self.held = []
-
-    def close(self):
-        for fd in self.fds + self.held:
-            os.close(fd)
-        self.fds, self.held = [], []
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def send(self, line, fds=()):
-        data = line.encode() if isinstance(line, str) else line
-        if fds:
-            sent = socket.send_fds(self.sock, [data], list(fds))
-            if sent < len(data):
-                self.sock.sendall(data[sent:])
-        else:
-            self.sock.sendall(data)
-
-    def fill(self):
-        data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 256)
-        self.fds += fds
-        if not data:
-            raise EOFError("the daemon closed the connection")
-        self.buffer += data
-
-    def readline_bytes(self):
-        while b"\n" not in self.buffer:
-            self.fill()
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line
-
-    def readline(self):
-        return self.readline_bytes().decode("utf-8", "replace")
-
-    def at_eof(self):
-        try:
-            self.fill()
-        except (EOFError, ConnectionResetError):
-            return True
-        return False
-
-    def locate(self, keys):
-        """(first line, [Located] in request order, or None after an ERR)."""
-        self.send("PSFD1 LOCATE " + " ".join(keys) + "\n")
-        first = self.readline()
-        if not first.startswith("OK "):
-            return first, None
-        count = int(first.split(" ")[1])
-        lines = [self.readline() for _ in keys]
-        fds, self.fds = self.fds[:count], self.fds[count:]
-        self.held += fds
-        return first, [Located(line, fds) for line in lines]
-
-    def put_fd(self, fd, mode="default", compression="default"):
-        self.send(f"PSFD1 PUT {mode} {compression}\n", [fd])
-        return self.readline()
-
-    def put_bytes(self, data, mode="default", compression="default"):
-        with tempfile.TemporaryFile() as f:
-            f.write(data)
-            f.flush()
-            return self.put_fd(f.fileno(), mode, compression)
 
 
 def sha256(data):
