@@ -223,16 +223,9 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def _test_deadline(request):
-    """Fails a test that runs longer than TEST_TIMEOUT (SIGALRM in the main thread)."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"{request.node.name} ran longer than {TEST_TIMEOUT:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    """Fails a test that runs longer than TEST_TIMEOUT."""
+    with support.deadline_alarm(TEST_TIMEOUT, request.node.name):
+        yield
 
 
 @pytest.fixture

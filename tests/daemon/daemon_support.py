@@ -9,7 +9,9 @@ collect a streamed answer. Nothing here starts a daemon (conftest.py does).
 import hashlib
 import importlib.util
 import os
+import contextlib
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,6 +59,24 @@ COMPRESSIONS = {
     "yes": pb.COMPRESSION_YES,
     "auto": pb.COMPRESSION_AUTO,
 }
+
+
+@contextlib.contextmanager
+def deadline_alarm(seconds, what):
+    """Raises TimeoutError in the main thread (SIGALRM) if the body runs
+    longer than ``seconds``: a test that hangs fails instead of blocking
+    the suite."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"{what} ran longer than {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def key_of(data):

@@ -4,7 +4,6 @@ processes). Each test gets a deadline of its own, longer than the other
 suites' because the runs are long by design."""
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -15,19 +14,13 @@ if str(LOAD_DIR) not in sys.path:
     sys.path.insert(0, str(LOAD_DIR))
 
 import load_support  # noqa: E402,F401 - finds the build, fails plainly without it
+import daemon_support as support  # noqa: E402 - on the path load_support set
 
 TEST_TIMEOUT = float(os.environ.get("PACKSTORE_LOAD_TEST_TIMEOUT", "900"))
 
 
 @pytest.fixture(autouse=True)
 def _load_test_deadline(request):
-    """Fails a test that runs longer than TEST_TIMEOUT (SIGALRM in the main thread)."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"{request.node.name} ran longer than {TEST_TIMEOUT:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    """Fails a test that runs longer than TEST_TIMEOUT."""
+    with support.deadline_alarm(TEST_TIMEOUT, request.node.name):
+        yield
