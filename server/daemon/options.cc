@@ -167,6 +167,12 @@ void AddOptions(CLI::App& app, DaemonOptions& o, TextOptions& text) {
       ->type_name("N")
       ->check(Unnamed(CLI::PositiveNumber))
       ->group(limits_group);
+  app.add_option("--max-streams-per-client", limits.max_streams_per_client,
+                 "Streaming calls at once from one client process (0: a quarter of "
+                 "--max-streams)")
+      ->type_name("N")
+      ->check(Unnamed(CLI::NonNegativeNumber))
+      ->group(limits_group);
   app.add_option("--free-disk-reserve", limits.free_disk_reserve,
                  "Refuse writes when less disk space than this is free")
       ->type_name("SIZE")

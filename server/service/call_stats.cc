@@ -1,5 +1,6 @@
 #include "server/service/call_stats.h"
 
+#include "common/str_cat.h"
 
 namespace packstore::service {
 
@@ -16,37 +17,56 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-CallScope::CallScope(CallStats* stats, Method method, uint32_t stream_limit)
-    : stats_(stats), method_(method) {
+CallScope::CallScope(CallStats* stats, Method method) : stats_(stats), method_(method) {
   counters().calls.fetch_add(1, std::memory_order_relaxed);
   counters().active.fetch_add(1, std::memory_order_relaxed);
-  if (stream_limit == 0) return;
-  if (stats_->streams.fetch_add(1, std::memory_order_relaxed) >= stream_limit) {
-    stats_->streams.fetch_sub(1, std::memory_order_relaxed);
-    admitted_ = false;
-  } else {
-    holds_slot_.store(true, std::memory_order_relaxed);
+}
+
+CallScope::CallScope(CallStats* stats, Method method, absl::Status refusal)
+    : CallScope(stats, method) {
+  admission_ = std::move(refusal);
+}
+
+CallScope::CallScope(CallStats* stats, Method method, const StreamShare& share, pid_t client)
+    : CallScope(stats, method) {
+  std::lock_guard lock(stats_->streams_mu);
+  if (stats_->streams >= share.total) {
+    admission_ = absl::ResourceExhaustedError(
+        "too many streaming calls at once (the daemon's limit is --max-streams); "
+        "retry when some have finished");
+    return;
   }
+  uint32_t& mine = stats_->client_streams[client];
+  if (mine >= share.per_client) {
+    if (mine == 0) stats_->client_streams.erase(client);
+    admission_ = absl::ResourceExhaustedError(
+        StrCat("too many streaming calls at once from this client (pid ", client, " runs ", mine,
+               "; the daemon's limit per client is --max-streams-per-client); "
+               "retry when some have finished"));
+    return;
+  }
+  ++mine;
+  ++stats_->streams;
+  client_ = client;
+  holds_slot_.store(true, std::memory_order_relaxed);
 }
 
 CallScope::CallScope(CallScope&& other) noexcept
     : stats_(other.stats_),
       method_(other.method_),
-      admitted_(other.admitted_),
+      admission_(other.admission_),
+      client_(other.client_),
       ended_(other.ended_),
       holds_slot_(other.holds_slot_.exchange(false)) {
   other.ended_ = true;
 }
 
 void CallScope::ReleaseSlot() {
-  if (holds_slot_.exchange(false)) stats_->streams.fetch_sub(1, std::memory_order_relaxed);
-}
-
-absl::Status CallScope::Admission() const {
-  if (admitted_) return absl::OkStatus();
-  return absl::ResourceExhaustedError(
-      "too many streaming calls at once (the daemon's limit is --max-streams); "
-      "retry when some have finished");
+  if (!holds_slot_.exchange(false)) return;
+  std::lock_guard lock(stats_->streams_mu);
+  --stats_->streams;
+  auto mine = stats_->client_streams.find(client_);
+  if (--mine->second == 0) stats_->client_streams.erase(mine);
 }
 
 grpc::Status CallScope::Finish(const absl::Status& status) {

@@ -1,16 +1,20 @@
 // Per-method call statistics (for Status) and the scope of one call: it
 // counts the call, its bytes and its outcome, and holds a slot of the
-// concurrent-stream limit while a streaming call runs.
+// concurrent-stream limits (all clients together, and its client's share)
+// while a streaming call runs.
 #ifndef PACKSTORE_SERVER_SERVICE_CALL_STATS_H_
 #define PACKSTORE_SERVER_SERVICE_CALL_STATS_H_
 
 #include <grpcpp/support/status.h>
+#include <sys/types.h>
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 
 namespace packstore::service {
@@ -32,7 +36,16 @@ struct MethodCounters {
 
 struct CallStats {
   std::array<MethodCounters, kMethodCount> methods;
-  std::atomic<uint32_t> streams{0};  // streaming calls running now
+  std::mutex streams_mu;
+  uint32_t streams = 0;                                 // streaming calls running now
+  absl::flat_hash_map<pid_t, uint32_t> client_streams;  // the same, by client process
+};
+
+// The stream slots a streaming call may take: `total` for all clients
+// together, `per_client` for the calls of one client process.
+struct StreamShare {
+  uint32_t total = 1;
+  uint32_t per_client = 1;
 };
 
 // The same code and message, as gRPC carries them.
@@ -40,16 +53,21 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class CallScope {
  public:
-  // `stream_limit` > 0: the call is a streaming one and takes a slot; if
-  // none is left, Admission() is RESOURCE_EXHAUSTED and the call must
-  // finish at once with it (it holds no slot).
-  CallScope(CallStats* stats, Method method, uint32_t stream_limit = 0);
+  // A unary call.
+  CallScope(CallStats* stats, Method method);
+  // A streaming call of process `client`: takes a slot of `share`; if none
+  // is left, Admission() is RESOURCE_EXHAUSTED and the call must finish at
+  // once with it (it holds no slot).
+  CallScope(CallStats* stats, Method method, const StreamShare& share, pid_t client);
+  // A streaming call refused before it began (its peer may not make it):
+  // Admission() is `refusal`.
+  CallScope(CallStats* stats, Method method, absl::Status refusal);
   CallScope(CallScope&& other) noexcept;
   CallScope(const CallScope&) = delete;
   CallScope& operator=(const CallScope&) = delete;
   ~CallScope() { End(); }
 
-  absl::Status Admission() const;
+  const absl::Status& Admission() const { return admission_; }
   Method method() const { return method_; }
   void AddBytesIn(uint64_t n) { counters().bytes_in.fetch_add(n, std::memory_order_relaxed); }
   void AddBytesOut(uint64_t n) { counters().bytes_out.fetch_add(n, std::memory_order_relaxed); }
@@ -67,7 +85,8 @@ class CallScope {
 
   CallStats* stats_;
   Method method_;
-  bool admitted_ = true;
+  absl::Status admission_;
+  pid_t client_ = 0;
   bool ended_ = false;
   // A refused call gives its slot back at once; Finish and End may run on
   // different threads, one after the other.

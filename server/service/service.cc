@@ -303,15 +303,33 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     return policy_;
   }
 
-  // PERMISSION_DENIED unless the peer may make this call.
-  absl::Status Authorize(grpc::CallbackServerContext* ctx, Method method, bool admin) {
+  // The peer's credentials; PERMISSION_DENIED unless it may make this call.
+  absl::StatusOr<PeerCredentials> AuthorizedPeer(grpc::CallbackServerContext* ctx, Method method,
+                                                 bool admin) {
     const std::string peer_name = ctx->peer();
     std::optional<PeerCredentials> peer = peers_->Find(peer_name);
     if (!peer) {
       return absl::PermissionDeniedError(
           StrCat("unknown peer ", peer_name, ": connect through packstored's socket"));
     }
-    return AuthorizePeer(*peer, MethodName(method), admin);
+    PACKSTORE_RETURN_IF_ERROR(AuthorizePeer(*peer, MethodName(method), admin));
+    return *peer;
+  }
+  absl::Status Authorize(grpc::CallbackServerContext* ctx, Method method, bool admin) {
+    return AuthorizedPeer(ctx, method, admin).status();
+  }
+  // The scope of a streaming call: authorized, then holding a stream slot
+  // of the peer's process, or refused (Admission() says why).
+  CallScope StreamScope(grpc::CallbackServerContext* ctx, Method method, bool admin = false) {
+    absl::StatusOr<PeerCredentials> peer = AuthorizedPeer(ctx, method, admin);
+    if (!peer.ok()) return CallScope(&stats_, method, peer.status());
+    const Limits limits = policy()->limits;
+    StreamShare share;
+    share.total = std::max<uint32_t>(1, limits.max_concurrent_streams);
+    share.per_client = limits.max_streams_per_client != 0
+                           ? std::min(limits.max_streams_per_client, share.total)
+                           : std::max<uint32_t>(1, share.total / 4);
+    return CallScope(&stats_, method, share, peer->pid);
   }
   // The same for a peer known otherwise (the fast path's connections).
   absl::Status AuthorizePeer(const PeerCredentials& peer, std::string_view call, bool admin) {
@@ -533,7 +551,6 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   CallStats& stats() { return stats_; }
   HashType hash_type() const { return container_->config().hash_type; }
   uint64_t auto_packed_max_size() const { return options_.auto_packed_max_size; }
-  uint32_t stream_limit() { return std::max<uint32_t>(1, policy()->limits.max_concurrent_streams); }
 
  private:
   Container* const container_;
@@ -627,11 +644,9 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
                    pb::PutStreamResponse* response)
       : service_(service),
         response_(response),
-        scope_(&service->stats(), Method::kPutStream, service->stream_limit()) {
-    absl::Status status = scope_.Admission();
-    if (status.ok()) status = service->Authorize(ctx, Method::kPutStream, false);
-    if (!status.ok()) {
-      Complete(status);
+        scope_(service->StreamScope(ctx, Method::kPutStream)) {
+    if (!scope_.Admission().ok()) {
+      Complete(scope_.Admission());
       return;
     }
     StartRead(&message_);
@@ -790,12 +805,10 @@ grpc::ServerReadReactor<pb::PutStreamRequest>* ServiceImpl::PutStream(
 class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::PutManyResponse> {
  public:
   PutManyReactor(ServiceImpl* service, grpc::CallbackServerContext* ctx)
-      : service_(service), scope_(&service->stats(), Method::kPutMany, service->stream_limit()) {
-    absl::Status status = scope_.Admission();
-    if (status.ok()) status = service->Authorize(ctx, Method::kPutMany, false);
-    if (!status.ok()) {
+      : service_(service), scope_(service->StreamScope(ctx, Method::kPutMany)) {
+    if (!scope_.Admission().ok()) {
       std::unique_lock lock(mu_);
-      error_ = status;
+      error_ = scope_.Admission();
       input_done_ = true;
       Pump(lock);
       return;
@@ -982,11 +995,8 @@ class ProducedStream : public StreamWriter<Response> {
  protected:
   ProducedStream(ServiceImpl* service, grpc::CallbackServerContext* ctx, Method method,
                  bool admin = false)
-      : StreamWriter<Response>(CallScope(&service->stats(), method, service->stream_limit())),
-        service_(service) {
-    absl::Status status = this->scope().Admission();
-    if (status.ok()) status = service->Authorize(ctx, method, admin);
-    if (!status.ok()) this->Close(status);
+      : StreamWriter<Response>(service->StreamScope(ctx, method, admin)), service_(service) {
+    if (!this->scope().Admission().ok()) this->Close(this->scope().Admission());
   }
 
   // Pushes one message, or PushLast/Close. Runs on a worker, one at a time.
@@ -1089,11 +1099,10 @@ class GetManyReactor : public StreamWriter<pb::GetManyResponse> {
  public:
   GetManyReactor(ServiceImpl* service, grpc::CallbackServerContext* ctx,
                  const pb::GetManyRequest* request)
-      : StreamWriter(CallScope(&service->stats(), Method::kGetMany, service->stream_limit())),
+      : StreamWriter(service->StreamScope(ctx, Method::kGetMany)),
         service_(service),
         keys_(request->keys().begin(), request->keys().end()) {
     absl::Status status = scope().Admission();
-    if (status.ok()) status = service->Authorize(ctx, Method::kGetMany, false);
     if (status.ok()) status = CheckKeys(request->keys(), service->hash_type());
     if (!status.ok()) {
       Close(status);
@@ -1344,10 +1353,9 @@ class MaintenanceStream : public StreamWriter<Response> {
 
   MaintenanceStream(ServiceImpl* service, grpc::CallbackServerContext* ctx, Method method,
                     Operation operation)
-      : StreamWriter<Response>(CallScope(&service->stats(), method, service->stream_limit())),
+      : StreamWriter<Response>(service->StreamScope(ctx, method, /*admin=*/true)),
         service_(service) {
     absl::Status status = this->scope().Admission();
-    if (status.ok()) status = service->Authorize(ctx, method, true);
     if (status.ok()) status = service->BeginMaintenance(MethodName(method));
     if (!status.ok()) {
       this->Close(status);

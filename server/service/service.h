@@ -93,6 +93,10 @@ struct Limits {
   // Streaming calls (PutStream, PutMany, Get, GetMany, List, maintenance)
   // running at once across all clients; more get RESOURCE_EXHAUSTED.
   uint32_t max_concurrent_streams = 1024;
+  // Of those, the most one client process may run at once, so that one
+  // client holding its streams open cannot refuse everyone else's; 0: a
+  // quarter of max_concurrent_streams (at least 1).
+  uint32_t max_streams_per_client = 0;
   // Writes are refused with RESOURCE_EXHAUSTED while the store's file
   // system has less free space than this (plus the write's own size).
   uint64_t free_disk_reserve = uint64_t{1} << 30;

@@ -192,7 +192,9 @@ def test_max_streams(daemons, connections):
     clients have a connection each or share one (gRPC's usual way: one
     channel, many calls); unary calls are not streams and go on."""
     limit = 3
-    daemon = daemons(flags={"--max-streams": str(limit)})
+    # The calls all come from this process: its share is the whole limit
+    # (the reliability suite's test_many_streams_never_read shows the share).
+    daemon = daemons(flags={"--max-streams": str(limit), "--max-streams-per-client": str(limit)})
     stored = random_bytes(2 * MiB, "for reads")
     support.put(daemon.stub, stored, "packed")
     release = threading.Event()

@@ -9,7 +9,10 @@ here starts one.
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import daemon_support as support
 from daemon_support import key_of, pb
@@ -21,6 +24,14 @@ MAX_LINE_BYTES = 1 << 20   # docs/protocol.md: a request line is at most 1 MiB w
 MAX_FAST_PATH_CONNECTIONS = 1024
 STREAMS_FULL = ("too many streaming calls at once (the daemon's limit is --max-streams); "
                 "retry when some have finished")
+
+
+def client_share_full(pid, running):
+    """The refusal of a streaming call from process `pid` that runs
+    `running` of them, its whole --max-streams-per-client share."""
+    return (f"too many streaming calls at once from this client (pid {pid} runs {running}; "
+            "the daemon's limit per client is --max-streams-per-client); "
+            "retry when some have finished")
 
 
 # ---- keys and messages ------------------------------------------------------------------
@@ -136,6 +147,34 @@ def assert_served(daemon, what, streams=True, timeout=10.0):
             assert entries[0].read() == data, what
     finally:
         channel.close()
+
+
+# Run by assert_served_elsewhere in a process of its own: a verifying Get of
+# the key given (its SHA-256 printed), and a PutStream whose key it checks.
+_OTHER_PROCESS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import daemon_support as support
+channel = support.connect(sys.argv[2])
+stub = support.stub_for(channel)
+data = support.get_bytes(stub, sys.argv[3], timeout=float(sys.argv[4]), verify=True)
+ref = support.put_stream(stub, b"streamed by another process", "auto",
+                         timeout=float(sys.argv[4]))
+assert ref.key == support.key_of(b"streamed by another process"), ref
+print(support.key_of(data))
+"""
+
+
+def assert_served_elsewhere(daemon, key, what, timeout=10.0):
+    """Another client process is served streaming calls (a verifying Get of
+    `key`, a PutStream) while this one holds its share of stream slots."""
+    daemon_dir = Path(support.__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(daemon_dir), str(daemon.socket), key,
+         str(timeout)],
+        capture_output=True, text=True, timeout=timeout + 30)
+    assert result.returncode == 0, f"{what}: another process was not served: {result.stderr}"
+    assert result.stdout.strip() == key, f"{what}: {result.stdout!r}"
 
 
 def sha256(data):

@@ -377,9 +377,12 @@ def test_abandoned_streams_hold_only_their_slots(daemons):
     client's deadline, a cancel, or shutdown. Meanwhile unary calls, the
     fast path and health are served, the next streaming call gets the
     stream-limit answer, and a slot comes back when a deadline expires.
-    SIGTERM then ends the abandoned calls within --shutdown-timeout."""
+    SIGTERM then ends the abandoned calls within --shutdown-timeout. (The
+    calls all come from this process, whose share is here the whole limit:
+    test_many_streams_never_read shows the share.)"""
     limit = 4
-    daemon = daemons(flags={"--max-streams": str(limit), "--shutdown-timeout": "2"})
+    daemon = daemons(flags={"--max-streams": str(limit), "--max-streams-per-client": str(limit),
+                            "--shutdown-timeout": "2"})
     big = random_bytes(16 * MiB, "read by nobody")
     big_key = support.put_stream(daemon.stub, big, "loose").key
     release = threading.Event()
@@ -493,19 +496,29 @@ def test_slow_readers_leave_others_unaffected_and_memory_bounded(daemon):
 
 
 def test_many_streams_never_read(daemons):
-    """A client opens --max-streams Gets of a 16 MiB object and never reads
-    them: they hold the slots (the next streaming call gets the stream-limit
-    answer), unary calls and the fast path are served, memory stays bounded,
-    and the slots come back when the client cancels."""
-    limit = 8
+    """A client process opens --max-streams Gets of a 16 MiB object and never
+    reads them: it gets its share (--max-streams-per-client, by default a
+    quarter of --max-streams) and the rest are refused with the per-client
+    answer naming its pid, on any of its connections. Another client process
+    is served streaming calls meanwhile; unary calls and the fast path are
+    served, memory stays bounded, and the slots come back when the client
+    cancels. (test_errors.py::test_max_streams shows the limit of all
+    clients together.)"""
+    limit, share = 8, 2
     daemon = daemons(flags={"--max-streams": str(limit)})
     big = random_bytes(16 * MiB, "never read")
     key = support.put_stream(daemon.stub, big, "packed", chunk=MiB).key
     _, anon_before = rs.memory(daemon)
     hog = daemon.new_stub()
     calls = [hog.Get(pb.GetRequest(key=key), timeout=60) for _ in range(limit)]
+    full = (grpc.StatusCode.RESOURCE_EXHAUSTED, rs.client_share_full(os.getpid(), share))
     try:
-        wait_for(lambda: daemon.status().rpcs[3].active == limit, 10, "the unread Gets to start")
+        wait_for(lambda: sum(call.done() for call in calls) == limit - share, 10,
+                 "the Gets past the share to be refused")
+        for call in calls:
+            if call.done():
+                assert (call.code(), call.details()) == full
+        wait_for(lambda: daemon.status().rpcs[3].active == share, 10, "the unread Gets to run")
         time.sleep(1.0)
         other = daemon.new_stub()
         for name, call in {
@@ -515,7 +528,8 @@ def test_many_streams_never_read(daemons):
             "Get on the hog's connection": lambda: hog.Get(pb.GetRequest(key=key), timeout=T),
         }.items():
             got = grpc_error(call)
-            assert got == (grpc.StatusCode.RESOURCE_EXHAUSTED, rs.STREAMS_FULL), (name, got)
+            assert got == full, (name, got)
+        rs.assert_served_elsewhere(daemon, key, "streams never read")
         assert_served(daemon, "streams never read", streams=False)
         _, anon = rs.memory(daemon)
         assert anon - anon_before < 48 * MiB, f"RssAnon grew by {(anon - anon_before) / MiB:.0f} MiB"

@@ -87,6 +87,56 @@ class ServiceTest : public ::testing::Test {
     container_.reset();
   }
 
+  // A PutStream that sent one message and stays open until Finish or
+  // Cancel (or the end of the scope).
+  class HeldStream {
+   public:
+    explicit HeldStream(pb::ObjectStore::Stub& stub) : writer_(stub.PutStream(&ctx_, &response_)) {
+      pb::PutStreamRequest hello;
+      hello.set_data("a");
+      writer_->Write(hello);  // false if the daemon refused the call at once
+    }
+    ~HeldStream() { Cancel(); }
+    // The call's status, once the client has said it has nothing more.
+    grpc::Status Finish() {
+      if (finished_) return status_;
+      finished_ = true;
+      writer_->WritesDone();
+      status_ = writer_->Finish();
+      return status_;
+    }
+    void Cancel() {
+      if (finished_) return;
+      ctx_.TryCancel();
+      Finish();
+    }
+
+   private:
+    grpc::ClientContext ctx_;
+    pb::PutStreamResponse response_;
+    std::unique_ptr<grpc::ClientWriter<pb::PutStreamRequest>> writer_;
+    grpc::Status status_;
+    bool finished_ = false;
+  };
+
+  // Waits until the daemon runs `count` calls of `method` (a client's
+  // Write returns once the message is queued, before the daemon runs the
+  // call, so a later call could overtake it).
+  void WaitUntilActive(std::string_view method, uint64_t count) {
+    uint64_t active = 0;
+    for (int i = 0; i < 1000 && active != count; ++i) {
+      grpc::ClientContext ctx;
+      pb::StatusResponse response;
+      ASSERT_TRUE(stub_->Status(&ctx, pb::StatusRequest(), &response).ok());
+      active = 0;
+      for (const pb::MethodStats& m : response.rpcs()) {
+        if (m.method() == method) active = m.active();
+      }
+      if (active != count) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(active, count) << method;
+  }
+
   absl::StatusOr<std::string> Put(std::string data, pb::PutMode mode = pb::PUT_MODE_AUTO,
                                   pb::Compression compression = pb::COMPRESSION_NO) {
     grpc::ClientContext ctx;
@@ -104,9 +154,13 @@ class ServiceTest : public ::testing::Test {
   // unless `abandon`.
   grpc::Status PutStream(std::string_view data, pb::PutMode mode, size_t chunk,
                          std::string* key, bool abandon = false) {
+    return PutStream(*stub_, data, mode, chunk, key, abandon);
+  }
+  grpc::Status PutStream(pb::ObjectStore::Stub& stub, std::string_view data, pb::PutMode mode,
+                         size_t chunk, std::string* key, bool abandon = false) {
     grpc::ClientContext ctx;
     pb::PutStreamResponse response;
-    auto writer = stub_->PutStream(&ctx, &response);
+    auto writer = stub.PutStream(&ctx, &response);
     size_t offset = 0;
     do {
       pb::PutStreamRequest message;
@@ -420,6 +474,7 @@ TEST_F(ServiceTest, AdminCallsNeedAnAdminAndLimitsHold) {
   options.access.admin_uids = {getuid() + 1};
   options.limits.max_object_size = 10000;
   options.limits.max_concurrent_streams = 2;
+  options.limits.max_streams_per_client = 2;
   Start(options);
   grpc::ClientContext ctx;
   auto reader = stub_->Delete(&ctx, pb::DeleteRequest());
@@ -438,35 +493,56 @@ TEST_F(ServiceTest, AdminCallsNeedAnAdminAndLimitsHold) {
             grpc::StatusCode::RESOURCE_EXHAUSTED);
 
   // Two streams held open; a third is refused.
-  grpc::ClientContext c1, c2, c3;
-  pb::PutStreamResponse r1, r2, r3;
-  auto s1 = stub_->PutStream(&c1, &r1);
-  auto s2 = stub_->PutStream(&c2, &r2);
-  pb::PutStreamRequest hello;
-  hello.set_data("a");
-  ASSERT_TRUE(s1->Write(hello));
-  ASSERT_TRUE(s2->Write(hello));
-  // Write() returns once the message is queued on the client; wait until the
-  // daemon runs both calls, or the third could overtake them.
-  uint64_t active = 0;
-  for (int i = 0; i < 500 && active < 2; ++i) {
-    grpc::ClientContext sctx;
-    pb::StatusResponse status_response;
-    ASSERT_TRUE(stub_->Status(&sctx, pb::StatusRequest(), &status_response).ok());
-    active = 0;
-    for (const pb::MethodStats& m : status_response.rpcs()) {
-      if (m.method() == "PutStream") active = m.active();
-    }
-    if (active < 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  HeldStream s1(*stub_), s2(*stub_);
+  WaitUntilActive("PutStream", 2);
+  HeldStream s3(*stub_);
+  EXPECT_EQ(s3.Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(ServiceTest, OneClientProcessGetsOnlyItsShareOfStreams) {
+  Stop();
+  ServiceOptions options;
+  options.limits.max_concurrent_streams = 6;
+  options.limits.max_streams_per_client = 2;
+  Start(options);
+  auto other = Connect({getuid(), getgid(), 1});         // another process
+  auto same = Connect({getuid(), getgid(), getpid()});  // a second channel of this one
+
+  // This process holds its two; a third from it is refused on either of its
+  // channels, naming the limit; another process is served.
+  HeldStream a1(*stub_), a2(*stub_);
+  WaitUntilActive("PutStream", 2);
+  for (pb::ObjectStore::Stub* stub : {stub_.get(), same.get()}) {
+    HeldStream refused(*stub);
+    grpc::Status status = refused.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(status.error_message().find("--max-streams-per-client"), std::string::npos)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find("pid " + std::to_string(getpid())), std::string::npos);
   }
-  ASSERT_EQ(active, 2u);
-  auto s3 = stub_->PutStream(&c3, &r3);
-  s3->WritesDone();
-  EXPECT_EQ(s3->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  c1.TryCancel();
-  c2.TryCancel();
-  s1->Finish();
-  s2->Finish();
+  HeldStream b1(*other);
+  std::string key;
+  EXPECT_TRUE(PutStream(*other, "from another process", pb::PUT_MODE_AUTO, 4096, &key).ok());
+  EXPECT_EQ(key, Sha("from another process"));
+
+  // The total still holds: four more processes fill it, the next is refused
+  // with the --max-streams message.
+  HeldStream b2(*other);
+  auto third = Connect({getuid(), getgid(), 2});
+  auto fourth = Connect({getuid(), getgid(), 3});
+  HeldStream c1(*third), d1(*fourth);
+  WaitUntilActive("PutStream", 6);
+  auto fifth = Connect({getuid(), getgid(), 4});
+  HeldStream e1(*fifth);
+  grpc::Status full = e1.Finish();
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(full.error_message().find("--max-streams)"), std::string::npos)
+      << full.error_message();
+
+  // A stream this process ends gives its slot back to it.
+  a1.Cancel();
+  WaitUntilActive("PutStream", 5);
+  EXPECT_TRUE(PutStream(*same, "after a cancel", pb::PUT_MODE_AUTO, 4096, &key).ok());
 }
 
 TEST_F(ServiceTest, UnknownPeersAndPeersNotAllowedAreRefused) {
