@@ -361,6 +361,8 @@ void Daemon::Reload() {
        StrCat(limits_next.max_concurrent_streams));
   note(applied, "max-streams-per-client", StrCat(limits_now.max_streams_per_client),
        StrCat(limits_next.max_streams_per_client));
+  note(applied, "stream-idle-timeout", StrCat(limits_now.stream_idle_timeout_seconds),
+       StrCat(limits_next.stream_idle_timeout_seconds));
   note(applied, "free-disk-reserve", FormatSize(limits_now.free_disk_reserve),
        FormatSize(limits_next.free_disk_reserve));
   note(applied, "allow-uid", ListText(access_now.allow_uids), ListText(access_next.allow_uids));

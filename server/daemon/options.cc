@@ -173,6 +173,12 @@ void AddOptions(CLI::App& app, DaemonOptions& o, TextOptions& text) {
       ->type_name("N")
       ->check(Unnamed(CLI::NonNegativeNumber))
       ->group(limits_group);
+  app.add_option("--stream-idle-timeout", limits.stream_idle_timeout_seconds,
+                 "Cancel a streaming call whose client took and sent nothing for this long "
+                 "(0: never)")
+      ->type_name("SECONDS")
+      ->check(Unnamed(CLI::NonNegativeNumber))
+      ->group(limits_group);
   app.add_option("--free-disk-reserve", limits.free_disk_reserve,
                  "Refuse writes when less disk space than this is free")
       ->type_name("SIZE")

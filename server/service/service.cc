@@ -230,7 +230,9 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
                   ? options.worker_threads
                   : std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()))),
         committer_(container, [this](uint64_t bytes) { return CheckSpace(bytes); }),
-        started_(absl::Now()) {}
+        started_(absl::Now()),
+        idle_sweeper_([this] { SweepIdleStreams(); }) {}
+  ~ServiceImpl() override { StopIdleSweeper(); }
 
   // --- ObjectStoreService ---
   grpc::Service* grpc_service() override { return this; }
@@ -288,6 +290,7 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   }
 
   bool Shutdown(absl::Time deadline) override {
+    StopIdleSweeper();
     committer_.Stop();
     pool_.Stop();
     return threads_.WaitUntil(deadline);
@@ -329,8 +332,9 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     share.per_client = limits.max_streams_per_client != 0
                            ? std::min(limits.max_streams_per_client, share.total)
                            : std::max<uint32_t>(1, share.total / 4);
-    return CallScope(&stats_, method, share, peer->pid);
+    return CallScope(&stats_, method, share, peer->pid, ctx);
   }
+
   // The same for a peer known otherwise (the fast path's connections).
   absl::Status AuthorizePeer(const PeerCredentials& peer, std::string_view call, bool admin) {
     auto current = policy();
@@ -553,6 +557,32 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   uint64_t auto_packed_max_size() const { return options_.auto_packed_max_size; }
 
  private:
+  // Cancels the streaming calls that waited on their client for longer
+  // than --stream-idle-timeout, looking a few times per timeout (at least
+  // every second) until StopIdleSweeper.
+  void SweepIdleStreams() {
+    std::unique_lock lock(sweeper_mu_);
+    while (!sweeper_stopping_) {
+      const std::chrono::seconds timeout(policy()->limits.stream_idle_timeout_seconds);
+      const auto every = std::clamp<std::chrono::milliseconds>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(timeout) / 4,
+          std::chrono::milliseconds(100), std::chrono::seconds(1));
+      if (sweeper_cv_.wait_for(lock, every, [this] { return sweeper_stopping_; })) break;
+      if (timeout.count() == 0) continue;
+      lock.unlock();
+      stats_.watch.CancelIdle(timeout);
+      lock.lock();
+    }
+  }
+  void StopIdleSweeper() {
+    {
+      std::lock_guard lock(sweeper_mu_);
+      sweeper_stopping_ = true;
+    }
+    sweeper_cv_.notify_all();
+    if (idle_sweeper_.joinable()) idle_sweeper_.join();
+  }
+
   Container* const container_;
   const PeerRegistry* const peers_;
   const ServiceOptions options_;
@@ -567,6 +597,10 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   WorkerPool pool_;
   GroupCommitter committer_;
   const absl::Time started_;
+  std::mutex sweeper_mu_;
+  std::condition_variable sweeper_cv_;
+  bool sweeper_stopping_ = false;
+  std::thread idle_sweeper_;  // last: it uses the members above
 };
 
 // Finishes a unary call through its default reactor.
@@ -649,11 +683,19 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
       Complete(scope_.Admission());
       return;
     }
-    StartRead(&message_);
+    ReadNext();
   }
 
  private:
+  // Asks for the client's next message: the call waits on the client until
+  // it comes.
+  void ReadNext() {
+    scope_.BeginWait();
+    StartRead(&message_);
+  }
+
   void OnReadDone(bool ok) override {
+    scope_.EndWait();
     if (!ok) {
       Fail(absl::CancelledError(
           "the stream ended before a message with finish_write: nothing was stored"));
@@ -697,7 +739,7 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
       }
       return;
     }
-    if (more) StartRead(&message_);
+    if (more) ReadNext();
     // else: the pipe calls Resume once it has drained.
   }
 
@@ -711,7 +753,7 @@ class PutStreamReactor : public grpc::ServerReadReactor<pb::PutStreamRequest> {
     Unref();
   }
 
-  void Resume() { StartRead(&message_); }
+  void Resume() { ReadNext(); }
 
   void StartUpload() {
     std::lock_guard lock(mu_);
@@ -814,6 +856,8 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
       return;
     }
     incoming_ = std::make_unique<pb::PutManyRequest>();
+    reading_ = true;
+    NoteWait();
     StartRead(incoming_.get());
   }
 
@@ -826,6 +870,8 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
 
   void OnReadDone(bool ok) override {
     std::unique_lock lock(mu_);
+    scope_.EndWait();  // the client sent one: progress
+    reading_ = false;
     if (!ok) {
       input_done_ = true;
       Pump(lock);
@@ -854,9 +900,11 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
     const bool read_more = batches_.size() < kPutManyInFlight;
     if (read_more) {
       incoming_ = std::make_unique<pb::PutManyRequest>();
+      reading_ = true;
     } else {
       read_paused_ = true;
     }
+    NoteWait();
     lock.unlock();  // the batch may be answered at once (Done takes mu_)
     Dispatch(batch, all_packed);
     if (read_more) StartRead(incoming_.get());
@@ -923,7 +971,11 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
 
   // Writes the next answer in order, resumes reading, or finishes.
   void Pump(std::unique_lock<std::mutex>& lock) {
-    if (finished_ || writing_) return;
+    if (finished_) return;
+    if (writing_) {
+      NoteWait();
+      return;
+    }
     if (!error_.ok() || (input_done_ && batches_.empty())) {
       finished_ = true;
       absl::Status status = error_;
@@ -931,13 +983,20 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
       Finish(scope_.Finish(status));
       return;
     }
-    if (batches_.empty() || !batches_.front()->ready) return;
+    if (batches_.empty() || !batches_.front()->ready) {
+      NoteWait();
+      return;
+    }
     current_ = std::move(batches_.front()->response);
     batches_.pop_front();
     writing_ = true;
     const bool resume = read_paused_;
     read_paused_ = false;
-    if (resume) incoming_ = std::make_unique<pb::PutManyRequest>();
+    if (resume) {
+      incoming_ = std::make_unique<pb::PutManyRequest>();
+      reading_ = true;
+    }
+    NoteWait();
     lock.unlock();
     StartWrite(&current_);
     if (resume) StartRead(incoming_.get());
@@ -948,8 +1007,20 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
     Pump(lock);
   }
 
+  // Under mu_: the call waits on its client while an answer is out, or
+  // while it asks for a batch and owes it none (while batches are in the
+  // works, the client may rightly wait for their answers before sending).
+  void NoteWait() {
+    if (writing_ || (reading_ && batches_.empty())) {
+      scope_.BeginWait();
+    } else {
+      scope_.EndWait();
+    }
+  }
+
   void OnWriteDone(bool ok) override {
     std::unique_lock lock(mu_);
+    scope_.EndWait();  // the client took one: progress
     writing_ = false;
     if (!ok) Fail(lock, absl::CancelledError("the client went away"));
     Pump(lock);
@@ -976,6 +1047,7 @@ class PutManyReactor : public grpc::ServerBidiReactor<pb::PutManyRequest, pb::Pu
   bool first_ = true;
   bool input_done_ = false;
   bool read_paused_ = false;
+  bool reading_ = false;  // a read is out
   bool writing_ = false;
   bool finished_ = false;
   std::atomic<int> refs_{1};

@@ -97,6 +97,10 @@ struct Limits {
   // client holding its streams open cannot refuse everyone else's; 0: a
   // quarter of max_concurrent_streams (at least 1).
   uint32_t max_streams_per_client = 0;
+  // A streaming call whose client has for this long neither taken the
+  // message the call wrote nor sent the one it asked for is cancelled; 0:
+  // never.
+  uint32_t stream_idle_timeout_seconds = 300;
   // Writes are refused with RESOURCE_EXHAUSTED while the store's file
   // system has less free space than this (plus the write's own size).
   uint64_t free_disk_reserve = uint64_t{1} << 30;

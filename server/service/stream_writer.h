@@ -88,6 +88,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
 
  private:
   void OnWriteDone(bool ok) override {
+    scope_.EndWait();
     std::unique_lock lock(mu_);
     writing_ = false;
     if (!ok) Break();
@@ -137,6 +138,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
       if (want_more) refilling_ = true;
       lock.unlock();
       room_.notify_all();
+      scope_.BeginWait();  // until the client has taken it
       this->StartWrite(&current_);
       if (want_more) Refill();
       return;

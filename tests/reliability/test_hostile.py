@@ -372,9 +372,9 @@ def test_upload_cut_by_a_daemon_crash_leaves_nothing_after_restart(daemons):
 
 def test_abandoned_streams_hold_only_their_slots(daemons):
     """Clients that start streaming calls and go silent (no data, no reads,
-    connection open). The daemon sets no deadline of its own
-    (docs/protocol.md, Errors): each holds its stream slot until the
-    client's deadline, a cancel, or shutdown. Meanwhile unary calls, the
+    connection open), with the idle timeout off (test_idle_streams_are_
+    cancelled_after_the_timeout has it on): each holds its stream slot until
+    the client's deadline, a cancel, or shutdown. Meanwhile unary calls, the
     fast path and health are served, the next streaming call gets the
     stream-limit answer, and a slot comes back when a deadline expires.
     SIGTERM then ends the abandoned calls within --shutdown-timeout. (The
@@ -382,7 +382,7 @@ def test_abandoned_streams_hold_only_their_slots(daemons):
     test_many_streams_never_read shows the share.)"""
     limit = 4
     daemon = daemons(flags={"--max-streams": str(limit), "--max-streams-per-client": str(limit),
-                            "--shutdown-timeout": "2"})
+                            "--stream-idle-timeout": "0", "--shutdown-timeout": "2"})
     big = random_bytes(16 * MiB, "read by nobody")
     big_key = support.put_stream(daemon.stub, big, "loose").key
     release = threading.Event()
@@ -433,6 +433,66 @@ def test_abandoned_streams_hold_only_their_slots(daemons):
                                  timeout=T).present
     assert list(present) == [False]
     assert rs.sandbox_files(restarted.store) == []
+
+
+def test_idle_streams_are_cancelled_after_the_timeout(daemons):
+    """Clients with no deadline of their own start streaming calls and go
+    silent: an upload with 2 MiB sent, a PutMany after its first answer, a
+    Get of 16 MiB never read. After --stream-idle-timeout each is cancelled
+    (the client sees CANCELLED), the daemon logs it, the slots come back,
+    the upload's sandbox file goes and nothing of it is stored; a client
+    that sends a piece every 0.5 s, 4 s in all, is served meanwhile."""
+    limit, idle = 3, 2
+    daemon = daemons(flags={"--max-streams": str(limit + 1),
+                            "--max-streams-per-client": str(limit + 1),
+                            "--stream-idle-timeout": str(idle)})
+    big = random_bytes(16 * MiB, "never read")
+    big_key = support.put_stream(daemon.stub, big, "loose", chunk=MiB).key
+    upload = random_bytes(2 * MiB, "abandoned upload")
+    release = threading.Event()
+    first_answer = threading.Event()
+
+    def silent_many():
+        yield pb.PutManyRequest(objects=[b"answered, then silence"])
+        first_answer.wait(timeout=30)
+        release.wait(timeout=60)
+
+    def pieces():
+        for i in range(8):
+            yield pb.PutStreamRequest(data=f"piece {i};".encode(), finish_write=i == 7)
+            time.sleep(0.5)
+
+    started = time.monotonic()
+    try:
+        silent_upload = daemon.new_stub().PutStream.future(held_stream(upload, "loose", release))
+        many = daemon.new_stub().PutMany(silent_many())
+        assert next(many).objects[0].key == key_of(b"answered, then silence")
+        first_answer.set()
+        unread = daemon.new_stub().Get(pb.GetRequest(key=big_key))
+        wait_for(lambda: rs.sandbox_files(daemon.store), 10, "the upload to reach the sandbox")
+        slow = daemon.new_stub().PutStream(pieces(), timeout=T)
+        assert slow.object.key == key_of(b"".join(f"piece {i};".encode() for i in range(8)))
+        error = silent_upload.exception(timeout=15)
+        assert error is not None and error.code() == grpc.StatusCode.CANCELLED, error
+        for call in (many, unread):
+            with pytest.raises(grpc.RpcError) as raised:
+                for _ in call:
+                    pass
+            assert raised.value.code() == grpc.StatusCode.CANCELLED, raised.value
+        assert time.monotonic() - started >= idle
+    finally:
+        release.set()
+    wait_for(lambda: sum(rpc.active for rpc in daemon.status().rpcs
+                         if rpc.method in ("PutStream", "PutMany", "Get")) == 0, 10,
+             "the cancelled calls to end")
+    wait_for(lambda: not rs.sandbox_files(daemon.store), 10, "the sandbox file to go")
+    log = daemon.log()
+    for method in ("PutStream", "PutMany", "Get"):
+        assert re.search(rf"{method} from pid {os.getpid()}: cancelled, its client took or sent "
+                         rf"nothing for [0-9.]+ s \(--stream-idle-timeout\)", log), method
+    present = daemon.stub.Has(pb.HasRequest(keys=[key_of(upload)]), timeout=T).present
+    assert list(present) == [False]
+    assert_served(daemon, "idle streams cancelled")
 
 
 # ---- slow readers and readers that never read ----------------------------------------------

@@ -545,6 +545,67 @@ TEST_F(ServiceTest, OneClientProcessGetsOnlyItsShareOfStreams) {
   EXPECT_TRUE(PutStream(*same, "after a cancel", pb::PUT_MODE_AUTO, 4096, &key).ok());
 }
 
+// --stream-idle-timeout: a call whose client neither takes nor sends is
+// cancelled after it (its slot comes back, nothing is stored); a client
+// slower than the timeout in total but never idle that long is served.
+TEST_F(ServiceTest, StreamsIdleForTheTimeoutAreCancelled) {
+  Stop();
+  ServiceOptions options;
+  options.limits.stream_idle_timeout_seconds = 1;
+  Start(options);
+  const std::string big = RandomBytes(7, 16 << 20);  // far past the flow-control windows
+  std::string key;
+  ASSERT_TRUE(PutStream(big, pb::PUT_MODE_LOOSE, 1 << 20, &key).ok());
+
+  const auto started = std::chrono::steady_clock::now();
+  HeldStream silent_upload(*stub_);  // sent one message, then nothing
+  grpc::ClientContext get_ctx;
+  pb::GetRequest get;
+  get.set_key(key);
+  auto unread = stub_->Get(&get_ctx, get);  // never read while the daemon writes
+  grpc::ClientContext many_ctx;
+  auto silent_many = stub_->PutMany(&many_ctx);  // one batch answered, then nothing
+  pb::PutManyRequest batch;
+  batch.add_objects("a batch, then silence");
+  ASSERT_TRUE(silent_many->Write(batch));
+  pb::PutManyResponse answer;
+  ASSERT_TRUE(silent_many->Read(&answer));
+  EXPECT_EQ(answer.objects(0).key(), Sha("a batch, then silence"));
+
+  // Meanwhile a client that sends a piece every 300 ms for 2.4 s, longer
+  // than the timeout but never idle for it, is served.
+  grpc::ClientContext slow_ctx;
+  pb::PutStreamResponse slow_response;
+  auto slow = stub_->PutStream(&slow_ctx, &slow_response);
+  std::string sent;
+  for (int i = 0; i < 8; ++i) {
+    pb::PutStreamRequest piece;
+    piece.set_data("piece " + std::to_string(i) + ";");
+    sent += piece.data();
+    piece.set_finish_write(i == 7);
+    ASSERT_TRUE(slow->Write(piece)) << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  slow->WritesDone();
+  ASSERT_TRUE(slow->Finish().ok());
+  EXPECT_EQ(slow_response.object().key(), Sha(sent));
+
+  WaitUntilActive("PutStream", 0);
+  WaitUntilActive("Get", 0);
+  WaitUntilActive("PutMany", 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+  EXPECT_EQ(silent_upload.Finish().error_code(), grpc::StatusCode::CANCELLED);
+  pb::GetResponse message;
+  size_t received = 0;
+  while (unread->Read(&message)) received += message.data().size();
+  EXPECT_EQ(unread->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(received, big.size());
+  silent_many->WritesDone();
+  EXPECT_EQ(silent_many->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(*container_->Has(Sha("a")));  // the silent upload's byte
+  EXPECT_TRUE(*container_->Has(Sha("a batch, then silence")));  // acknowledged before
+}
+
 TEST_F(ServiceTest, UnknownPeersAndPeersNotAllowedAreRefused) {
   Stop();
   ServiceOptions options;

@@ -337,7 +337,8 @@ def test_help_lists_the_flag_groups():
     for flag in ["--config", "--store", "--init", "--socket", "--socket-mode", "--allow-uid",
                  "--allow-gid", "--admin-uid", "--admin-gid", "--log-level",
                  "--cache-max-mapped", "--max-object-size", "--max-message-size",
-                 "--max-streams", "--max-streams-per-client", "--free-disk-reserve",
+                 "--max-streams", "--max-streams-per-client", "--stream-idle-timeout",
+                 "--free-disk-reserve",
                  "--default-mode", "--auto-packed-max-size", "--workers", "--auto-pack", "--pack-loose-objects",
                  "--pack-loose-bytes", "--clean-after-pack", "--maintenance-interval",
                  "--checkpoint-interval", "--unmap-idle-interval", "--shutdown-timeout"]:
