@@ -232,6 +232,7 @@ absl::Status Daemon::StartServer() {
                  listener_->path().empty() ? std::string() : StrCat(": ", listener_->path()));
   }
   fast_path_ = std::make_unique<FastPathServer>(service_.get(), options_.fast_path);
+  fast_path_->SetIdleTimeout(options_.service.limits.stream_idle_timeout_seconds);
   listener_->Start(server_.get(), fast_path_.get(), &peers_, service_options.access);
 
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
@@ -407,6 +408,7 @@ void Daemon::Reload() {
   service_->Reload(limits, access);
   listener_->SetAccessPolicy(access);
   fast_path_->SetEnabled(next.fast_path);
+  fast_path_->SetIdleTimeout(limits_next.stream_idle_timeout_seconds);
   scheduler_->SetPolicy(m_next);
   shutdown_timeout_seconds_.store(next.shutdown_timeout_seconds, std::memory_order_relaxed);
 

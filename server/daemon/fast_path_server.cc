@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -112,10 +113,22 @@ class FastPathServer::Connection {
   int socket() const { return socket_.get(); }
 
   void Run() {
+    if (const uint32_t limit = server_->idle_timeout_seconds(); limit > 0) {
+      SetTimeout(SO_SNDTIMEO, limit);
+    }
     while (true) {
       Request request;
       const ReadResult read = ReadRequest(&request);
       if (read == ReadResult::kEnd) return;
+      if (read == ReadResult::kIdle) {
+        spdlog::warn("fast path: closing the connection of pid {}: part of a request line, then "
+                     "nothing for {} s (--stream-idle-timeout)",
+                     peer_.pid, receive_timeout_);
+        Send(ErrorLine(absl::DeadlineExceededError(
+            StrCat("a request line was not completed within ", receive_timeout_,
+                   " s (--stream-idle-timeout)"))));
+        return;
+      }
       if (read == ReadResult::kTooLong) {
         Send(ErrorLine(absl::InvalidArgumentError(
             StrCat("a request line is at most ", kMaxLineBytes, " bytes with its newline"))));
@@ -143,7 +156,7 @@ class FastPathServer::Connection {
     uint64_t read_end;
     UniqueFd fd;
   };
-  enum class ReadResult { kRequest, kEnd, kTooLong, kTooManyDescriptors };
+  enum class ReadResult { kRequest, kEnd, kIdle, kTooLong, kTooManyDescriptors };
 
   ReadResult ReadRequest(Request* request) {
     while (true) {
@@ -182,13 +195,27 @@ class FastPathServer::Connection {
       if (end_ == buffer_.size()) {
         buffer_.resize(std::min(kMaxLineBytes, std::max(kInitialBuffer, 2 * buffer_.size())));
       }
-      if (!Receive()) return ReadResult::kEnd;
+      if (!Receive()) return timed_out_ ? ReadResult::kIdle : ReadResult::kEnd;
+    }
+  }
+
+  // SO_RCVTIMEO or SO_SNDTIMEO of `seconds` (0: none).
+  void SetTimeout(int option, uint32_t seconds) {
+    const timeval limit{.tv_sec = static_cast<time_t>(seconds), .tv_usec = 0};
+    if (::setsockopt(socket_.get(), SOL_SOCKET, option, &limit, sizeof(limit)) != 0) {
+      spdlog::debug("fast path: setsockopt: {}", std::strerror(errno));
     }
   }
 
   // One recvmsg into the buffer; false at the end of the stream or on an
   // error (the connection is over either way).
   bool Receive() {
+    // The idle timeout runs while part of a line waits for the rest.
+    const uint32_t limit = end_ > begin_ ? server_->idle_timeout_seconds() : 0;
+    if (limit != receive_timeout_) {
+      SetTimeout(SO_RCVTIMEO, limit);
+      receive_timeout_ = limit;
+    }
     iovec data{buffer_.data() + end_, buffer_.size() - end_};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxDescriptorsReceived)];
     msghdr message{};
@@ -200,6 +227,10 @@ class FastPathServer::Connection {
     do {
       n = ::recvmsg(socket_.get(), &message, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      timed_out_ = true;
+      return false;
+    }
     if (n < 0) {
       spdlog::debug("fast path: reading from uid {} pid {}: {}", peer_.uid, peer_.pid,
                     std::strerror(errno));
@@ -353,6 +384,12 @@ class FastPathServer::Connection {
       const ssize_t n = ::sendmsg(socket_.get(), &message, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          spdlog::warn("fast path: closing the connection of pid {}: it took none of an answer "
+                       "for {} s (--stream-idle-timeout)",
+                       peer_.pid, server_->idle_timeout_seconds());
+          return false;
+        }
         spdlog::debug("fast path: answering uid {} pid {}: {}", peer_.uid, peer_.pid,
                       std::strerror(errno));
         return false;
@@ -376,6 +413,8 @@ class FastPathServer::Connection {
   uint64_t base_ = 0;
   std::deque<Received> received_;
   std::deque<uint64_t> lost_at_;  // read_end of reads that lost descriptors
+  uint32_t receive_timeout_ = 0;  // SO_RCVTIMEO in force, in seconds
+  bool timed_out_ = false;        // a read ended by it
 };
 
 FastPathServer::FastPathServer(service::ObjectStoreService* service, bool enabled)

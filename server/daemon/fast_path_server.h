@@ -62,6 +62,18 @@ class FastPathServer {
   void SetEnabled(bool enabled) { enabled_.store(enabled, std::memory_order_relaxed); }
   bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
 
+  // --stream-idle-timeout, also on SIGHUP (0: none). A connection that sent
+  // part of a request line and then nothing for this long, or took none of
+  // an answer for this long, is answered ERR DEADLINE_EXCEEDED (when it can
+  // be) and closed. Between requests a connection may stay idle for ever.
+  // Answers use the value in force when the connection came.
+  void SetIdleTimeout(uint32_t seconds) {
+    idle_timeout_seconds_.store(seconds, std::memory_order_relaxed);
+  }
+  uint32_t idle_timeout_seconds() const {
+    return idle_timeout_seconds_.load(std::memory_order_relaxed);
+  }
+
   // Serves an accepted connection whose peer is allowed, on a new thread;
   // or, when the fast path is off, the daemon stops or kMaxConnections are
   // open, answers the refusal at once and closes it.
@@ -93,6 +105,7 @@ class FastPathServer {
 
   service::ObjectStoreService* const service_;
   std::atomic<bool> enabled_;
+  std::atomic<uint32_t> idle_timeout_seconds_{0};
   std::atomic<uint64_t> served_{0};
 
   absl::Mutex mu_;

@@ -7,6 +7,7 @@ What tests/daemon already proves is not repeated here; docs/reliability.md
 has the table of every input and the test that proves its answer.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -834,6 +835,56 @@ def test_fast_path_client_that_never_reads_its_answers(daemons):
         assert time.monotonic() - started < 2 + 3, "shutdown waited for a client that never reads"
     finally:
         hog.close()
+
+
+def test_fast_path_idle_timeout_closes_half_lines_and_unread_answers(daemons):
+    """With --stream-idle-timeout 2: connections that sent part of a line
+    (with or without a descriptor) and then nothing are answered ERR
+    DEADLINE_EXCEEDED and closed; a client pipelining LOCATEs that never
+    reads its answers is closed, its descriptors and thread given back; a
+    connection idle between requests for longer stays open and is served."""
+    idle = 2
+    daemon = daemons(flags={"--stream-idle-timeout": str(idle)})
+    key = support.put(daemon.stub, b"located after a pause", "loose").key
+    threads_before = rs.threads(daemon)
+    fds_before = rs.open_descriptors(daemon)
+    between = FastPath(daemon.socket)
+    half = [FastPath(daemon.socket) for _ in range(3)]
+    hog = FastPath(daemon.socket, timeout=1.0)
+    try:
+        assert between.locate([key])[0] == "OK 1"
+        with tempfile.TemporaryFile() as f:
+            half[0].send(b"PSFD1 LOC")
+            half[1].send(b"PSFD1 PUT loose n", [f.fileno()])
+            half[2].send(b"PSFD1 LOCATE " + b"a" * (MAX_LINE - 100))
+        line = f"PSFD1 LOCATE {key} {key} {key}\n".encode()
+        with contextlib.suppress(socket.timeout):
+            for _ in range(2000):
+                hog.sock.sendall(line * 100)
+        wait_for(lambda: rs.threads(daemon) >= threads_before + 5, 10,
+                 "a thread per fast-path connection")
+        peak = rs.threads(daemon)
+        started = time.monotonic()
+        for client in half:
+            client.sock.settimeout(idle + 10)
+            assert client.readline() == (f"ERR DEADLINE_EXCEEDED a request line was not completed "
+                                         f"within {idle} s (--stream-idle-timeout)")
+            assert client.at_eof()
+        wait_for(lambda: rs.open_descriptors(daemon) <= fds_before + 2, idle + 10,
+                 "the never-reading client's connection to close")
+        assert time.monotonic() - started < idle + 10
+        wait_for(lambda: rs.threads(daemon) <= peak - 4, 10,
+                 "the closed connections' threads to end")
+        time.sleep(idle + 1)  # idle between requests: no timeout
+        first, entries = between.locate([key])
+        assert first == "OK 1" and entries[0].read() == b"located after a pause"
+        log = daemon.log()
+        assert "part of a request line, then nothing for 2 s (--stream-idle-timeout)" in log
+        assert "it took none of an answer for 2 s (--stream-idle-timeout)" in log
+        assert_served(daemon, "idle fast-path connections closed")
+    finally:
+        for client in [between, hog] + half:
+            client.close()
 
 
 def test_fast_path_connection_limit(daemon):
