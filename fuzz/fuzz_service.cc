@@ -23,14 +23,9 @@
 //     characters; keys come ascending, after `after`, well formed, in full
 //     pages but the last;
 //   - Has and Stat: one answer per key, and a malformed key fails the call.
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <grpc/grpc.h>
-#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/server_posix.h>
 
 #include <algorithm>
 #include <chrono>
@@ -51,6 +46,7 @@
 #include "fuzz/fuzz_support.h"
 #include "google/protobuf/stubs/logging.h"
 #include "packstore/v1/packstore.grpc.pb.h"
+#include "tests/service/in_process_server.h"
 
 namespace packstore::fuzz {
 namespace {
@@ -76,29 +72,22 @@ constexpr size_t kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
 class Server {
  public:
   void Start(service::ObjectStoreService* service) {
-    grpc::ServerBuilder builder;
-    builder.RegisterService(service->grpc_service());
-    server_ = builder.BuildAndStart();
-    FUZZ_CHECK(server_ != nullptr, "the gRPC server did not start");
-    int fds[2];
-    FUZZ_CHECK(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0,
-               "socketpair");
     FuzzStore& store = FuzzStore::Get();
-    store.peers()->Register(fds[0], store.self());
-    grpc::AddInsecureChannelFromFd(server_.get(), fds[0]);
-    channel_ = grpc::CreateCustomInsecureChannelFromFd("packstore", fds[1], grpc::ChannelArguments());
+    server_ = std::make_unique<packstore::testing::InProcessServer>(service, store.peers());
+    FUZZ_CHECK(server_->started(), "the gRPC server did not start");
+    channel_ = server_->Connect(store.self());
+    FUZZ_CHECK(channel_ != nullptr, "socketpair");
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
   }
   void Stop() {
     stub_.reset();
     channel_.reset();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     server_.reset();
   }
   grpc::GenericStub* stub() { return stub_.get(); }
 
  private:
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<packstore::testing::InProcessServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
 };

@@ -4,13 +4,10 @@
 // gRPC status with the right code and a message naming what failed, reads
 // and Status keep answering during the fault, the same call succeeds once
 // it clears, nothing acknowledged is lost, and Validate stays clean.
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
-#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/server_posix.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,12 +29,14 @@
 #include "server/service/service.h"
 #include "server/store/container.h"
 #include "server/store/sqlite_fault_vfs.h"
+#include "tests/service/in_process_server.h"
 #include "tests/store/test_util.h"
 
 namespace packstore::service {
 namespace {
 
 namespace pb = ::packstore::v1;
+using ::packstore::testing::InProcessServer;
 using ::packstore::testing::RandomBytes;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
@@ -80,25 +79,17 @@ class ServiceFaultTest : public ::testing::Test {
     ServiceOptions options;
     options.access.admin_uids = {getuid()};
     service_ = ObjectStoreService::Create(container_.get(), &peers_, options);
-    grpc::ServerBuilder builder;
-    builder.RegisterService(service_->grpc_service());
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    int fds[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    peers_.Register(fds[0], PeerCredentials{getuid(), getgid(), getpid()});
-    grpc::AddInsecureChannelFromFd(server_.get(), fds[0]);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    stub_ = pb::ObjectStore::NewStub(
-        grpc::CreateCustomInsecureChannelFromFd("packstore", fds[1], args));
+    server_ = std::make_unique<InProcessServer>(service_.get(), &peers_, 64 << 20);
+    ASSERT_TRUE(server_->started());
+    std::shared_ptr<grpc::Channel> channel = server_->Connect({getuid(), getgid(), getpid()});
+    ASSERT_NE(channel, nullptr) << "socketpair: " << std::strerror(errno);
+    stub_ = pb::ObjectStore::NewStub(channel);
   }
 
   void TearDown() override {
     FaultInjector::Disarm();
     stub_.reset();
-    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (server_) server_->Shutdown();
     if (service_) {
       EXPECT_TRUE(service_->Shutdown(absl::Now() + absl::Seconds(5)));
     }
@@ -333,7 +324,7 @@ class ServiceFaultTest : public ::testing::Test {
   PeerRegistry peers_;
   std::unique_ptr<Container> container_;
   std::unique_ptr<ObjectStoreService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<InProcessServer> server_;
   std::unique_ptr<pb::ObjectStore::Stub> stub_;
   std::map<std::string, std::string> acked_;
   int seed_ = 0;

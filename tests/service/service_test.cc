@@ -4,16 +4,15 @@
 // real channel on the other end. Runs under AddressSanitizer too; the
 // daemon's own behaviour (listener, signals, systemd) is tested with the
 // real packstored in tests/daemon.
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
-#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/server_posix.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -24,12 +23,14 @@
 #include "packstore/v1/packstore.grpc.pb.h"
 #include "server/service/service.h"
 #include "server/store/container.h"
+#include "tests/service/in_process_server.h"
 #include "tests/store/test_util.h"
 
 namespace packstore::service {
 namespace {
 
 namespace pb = ::packstore::v1;
+using ::packstore::testing::InProcessServer;
 using ::packstore::testing::RandomBytes;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
@@ -57,28 +58,20 @@ class ServiceTest : public ::testing::Test {
     container_ = std::move(*container);
     if (options.access.admin_uids.empty()) options.access.admin_uids = {getuid()};
     service_ = ObjectStoreService::Create(container_.get(), &peers_, options);
-    grpc::ServerBuilder builder;
-    builder.RegisterService(service_->grpc_service());
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
+    server_ = std::make_unique<InProcessServer>(service_.get(), &peers_, 64 << 20);
+    ASSERT_TRUE(server_->started());
     stub_ = Connect(self);
   }
 
   std::unique_ptr<pb::ObjectStore::Stub> Connect(PeerCredentials self) {
-    // gRPC needs non-blocking descriptors, as the listener's are.
-    int fds[2];
-    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
-    peers_.Register(fds[0], self);
-    grpc::AddInsecureChannelFromFd(server_.get(), fds[0]);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    return pb::ObjectStore::NewStub(grpc::CreateCustomInsecureChannelFromFd("packstore", fds[1], args));
+    std::shared_ptr<grpc::Channel> channel = server_->Connect(self);
+    EXPECT_NE(channel, nullptr) << "socketpair: " << std::strerror(errno);
+    return pb::ObjectStore::NewStub(channel);
   }
 
   void Stop() {
     stub_.reset();
-    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (server_) server_->Shutdown();
     if (service_) {
       EXPECT_TRUE(service_->Shutdown(absl::Now() + absl::Seconds(5)));
     }
@@ -205,7 +198,7 @@ class ServiceTest : public ::testing::Test {
   PeerRegistry peers_;
   std::unique_ptr<Container> container_;
   std::unique_ptr<ObjectStoreService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<InProcessServer> server_;
   std::unique_ptr<pb::ObjectStore::Stub> stub_;
 };
 
