@@ -40,16 +40,15 @@ CallScope::CallScope(CallStats* stats, Method method, const StreamShare& share, 
         "retry when some have finished");
     return;
   }
-  uint32_t& mine = stats_->client_streams[client];
-  if (mine >= share.per_client) {
-    if (mine == 0) stats_->client_streams.erase(client);
-    admission_ = absl::ResourceExhaustedError(
-        StrCat("too many streaming calls at once from this client (pid ", client, " runs ", mine,
-               "; the daemon's limit per client is --max-streams-per-client); "
-               "retry when some have finished"));
+  auto mine = stats_->client_streams.find(client);
+  if (mine != stats_->client_streams.end() && mine->second >= share.per_client) {
+    admission_ = absl::ResourceExhaustedError(StrCat(
+        "too many streaming calls at once from this client (pid ", client, " runs ", mine->second,
+        "; the daemon's limit per client is --max-streams-per-client); "
+        "retry when some have finished"));
     return;
   }
-  ++mine;
+  ++stats_->client_streams[client];
   ++stats_->streams;
   client_ = client;
   holds_slot_.store(true, std::memory_order_relaxed);
