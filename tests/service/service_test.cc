@@ -565,7 +565,7 @@ TEST_F(ServiceTest, StreamsIdleForTheTimeoutAreCancelled) {
   ASSERT_TRUE(silent_many->Read(&answer));
   EXPECT_EQ(answer.objects(0).key(), Sha("a batch, then silence"));
 
-  // Meanwhile a client that sends a piece every 300 ms for 2.4 s, longer
+  // Meanwhile a client that sends a piece every 200 ms for 1.6 s, longer
   // than the timeout but never idle for it, is served.
   grpc::ClientContext slow_ctx;
   pb::PutStreamResponse slow_response;
@@ -577,7 +577,7 @@ TEST_F(ServiceTest, StreamsIdleForTheTimeoutAreCancelled) {
     sent += piece.data();
     piece.set_finish_write(i == 7);
     ASSERT_TRUE(slow->Write(piece)) << i;
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   slow->WritesDone();
   ASSERT_TRUE(slow->Finish().ok());
