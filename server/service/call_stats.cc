@@ -10,7 +10,8 @@ namespace packstore::service {
 std::string_view MethodName(Method method) {
   static constexpr std::array<std::string_view, kMethodCount> kNames = {
       "Put", "PutStream", "PutMany", "Get",    "GetMany", "Stat",   "Has",
-      "List", "Status",   "Pack",    "Repack", "Clean",   "Delete", "Validate"};
+      "List", "Status",   "Pack",    "Repack", "Clean",   "Delete", "Validate",
+      "FastPath.LOCATE", "FastPath.PUT"};
   return kNames[static_cast<int>(method)];
 }
 

@@ -27,11 +27,13 @@ class CallbackServerContext;
 
 namespace packstore::service {
 
+// The ObjectStore methods in the proto's order, then the fast path's
+// requests (counted as calls too).
 enum class Method {
   kPut, kPutStream, kPutMany, kGet, kGetMany, kStat, kHas, kList, kStatus,
-  kPack, kRepack, kClean, kDelete, kValidate,
+  kPack, kRepack, kClean, kDelete, kValidate, kFastLocate, kFastPut,
 };
-inline constexpr int kMethodCount = 14;
+inline constexpr int kMethodCount = 16;
 std::string_view MethodName(Method method);
 
 struct MethodCounters {

@@ -427,8 +427,26 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
   }
 
   // --- The fast path (ObjectStoreService), on the caller's thread ---
+  // Counted in Status.rpcs as FastPath.LOCATE and FastPath.PUT.
   absl::StatusOr<LocateResult> Locate(const std::vector<std::string>& keys, size_t max_files,
                                       const PeerCredentials& peer) override {
+    CallScope scope(&stats_, Method::kFastLocate);
+    absl::StatusOr<LocateResult> located = LocateFor(keys, max_files, peer);
+    scope.Finish(located.status());
+    return located;
+  }
+
+  absl::StatusOr<WrittenObject> PutFromFile(int fd, const FilePutOptions& options,
+                                            const PeerCredentials& peer) override {
+    CallScope scope(&stats_, Method::kFastPut);
+    absl::StatusOr<WrittenObject> written = PutFromFileFor(fd, options, peer);
+    if (written.ok()) scope.AddBytesIn(written->size);
+    scope.Finish(written.status());
+    return written;
+  }
+
+  absl::StatusOr<LocateResult> LocateFor(const std::vector<std::string>& keys, size_t max_files,
+                                         const PeerCredentials& peer) {
     PACKSTORE_RETURN_IF_ERROR(AuthorizePeer(peer, "LOCATE", false));
     for (size_t i = 0; i < keys.size(); ++i) {
       absl::Status status = ValidateKey(keys[i], hash_type());
@@ -439,8 +457,8 @@ class ServiceImpl final : public ObjectStoreService, public pb::ObjectStore::Cal
     return container_->Locate(keys, max_files);
   }
 
-  absl::StatusOr<WrittenObject> PutFromFile(int fd, const FilePutOptions& options,
-                                            const PeerCredentials& peer) override {
+  absl::StatusOr<WrittenObject> PutFromFileFor(int fd, const FilePutOptions& options,
+                                               const PeerCredentials& peer) {
     PACKSTORE_RETURN_IF_ERROR(AuthorizePeer(peer, "PUT", false));
     struct stat st;
     if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, "fstat of the descriptor passed");

@@ -694,6 +694,7 @@ def test_every_read_is_the_same_with_and_without_the_fast_path(clients):
             check_open(fast, key, data)
     assert calls_since(fast, before, "Get", "GetMany") == {"Get": 0, "GetMany": 0}, (
         "every read went through the fast path")
+    assert calls_since(fast, before, "FastPath.LOCATE")["FastPath.LOCATE"] > 0
     assert fast.fast_path
     # Compressed objects are opened over gRPC ranges, as without it.
     for name, (key, data, compressed) in objects.items():
@@ -782,6 +783,11 @@ def test_put_file_hands_the_descriptor_to_the_daemon(clients, tmp_path):
             assert fast.put_file(temporary) == key_of(b"a temporary file")
     assert calls_since(fast, before, "PutStream", "Put", "PutMany") == {
         "PutStream": 0, "Put": 0, "PutMany": 0}, "no bytes went through gRPC"
+    # The daemon counts the fast path's PUTs (9 above) and what they stored.
+    assert calls_since(fast, before, "FastPath.PUT") == {"FastPath.PUT": 9}
+    put_stats = next(e for e in fast.status()["rpcs"] if e["method"] == "FastPath.PUT")
+    assert put_stats["errors"] == 0 and put_stats["active"] == 0
+    assert put_stats["bytes_in"] >= 4 * len(data) + 20 * MiB
     assert fast.get(large_key, verify=True) == large.read_bytes()
     assert plain.get(key_of(data)) == data and plain.get(EMPTY_KEY) == b""
     # What the daemon cannot take whole from offset 0 goes through gRPC.
