@@ -443,9 +443,9 @@ def test_idle_streams_are_cancelled_after_the_timeout(daemons):
     (the client sees CANCELLED), the daemon logs it, the slots come back,
     the upload's sandbox file goes and nothing of it is stored; a client
     that sends a piece every 0.5 s, 4 s in all, is served meanwhile."""
-    limit, idle = 3, 2
-    daemon = daemons(flags={"--max-streams": str(limit + 1),
-                            "--max-streams-per-client": str(limit + 1),
+    streams, idle = 4, 2  # room for the three silent calls and the slow one
+    daemon = daemons(flags={"--max-streams": str(streams),
+                            "--max-streams-per-client": str(streams),
                             "--stream-idle-timeout": str(idle)})
     big = random_bytes(16 * MiB, "never read")
     big_key = support.put_stream(daemon.stub, big, "loose", chunk=MiB).key

@@ -338,10 +338,10 @@ def test_help_lists_the_flag_groups():
                  "--allow-gid", "--admin-uid", "--admin-gid", "--log-level",
                  "--cache-max-mapped", "--max-object-size", "--max-message-size",
                  "--max-streams", "--max-streams-per-client", "--stream-idle-timeout",
-                 "--free-disk-reserve",
-                 "--default-mode", "--auto-packed-max-size", "--workers", "--auto-pack", "--pack-loose-objects",
-                 "--pack-loose-bytes", "--clean-after-pack", "--maintenance-interval",
-                 "--checkpoint-interval", "--unmap-idle-interval", "--shutdown-timeout"]:
+                 "--free-disk-reserve", "--default-mode", "--auto-packed-max-size", "--workers",
+                 "--auto-pack", "--pack-loose-objects", "--pack-loose-bytes", "--clean-after-pack",
+                 "--maintenance-interval", "--checkpoint-interval", "--unmap-idle-interval",
+                 "--shutdown-timeout"]:
         assert f"  {flag} " in text, flag
     # Defaults come from the service's own (ServiceOptions, Limits).
     assert "--max-message-size SIZE=16MiB" in text
