@@ -4,6 +4,8 @@ status, each checked against the content's own SHA-256."""
 import hashlib
 import io
 import itertools
+import os
+import time
 import tracemalloc
 
 import pytest
@@ -291,6 +293,38 @@ def test_get_many_batches_and_can_be_abandoned(client):
     iterator.close()
     assert client.get(keys[0]) == datas[0]
     assert list(client.get_many([])) == []
+
+
+def test_reads_go_on_after_the_idle_timeout_cut_a_paused_iteration(daemons):
+    """A caller that pauses inside get_many or list for longer than the
+    daemon's --stream-idle-timeout, once its gRPC buffers are full, gets
+    the rest all the same: the daemon cancels the waiting stream (its log
+    says so) and the client asks again for what is left."""
+    daemon = daemons(flags={"--stream-idle-timeout": "1"})
+    # Without BDP probing the client's receive window stays at gRPC's 64 KiB,
+    # so the daemon soon waits on the paused loop whatever the machine.
+    with packstore.Client(daemon.socket, timeout=60, fast_path=False,
+                          options=[("grpc.http2.bdp_probe", 0)]) as client:
+        datas = [random_bytes(MiB - 64, f"paused get_many {i}") for i in range(24)]
+        keys = client.put_many(datas, mode="packed")
+        got = {}
+        for i, (key, data) in enumerate(client.get_many(keys)):
+            got[key] = data
+            if i == 0:
+                time.sleep(3)
+        assert got == dict(zip(keys, datas))
+
+        names = [f"listed {i}".encode() for i in range(40_000)]
+        stored = set(client.put_many(names, mode="packed")) | set(keys)
+        listed = []
+        for i, key in enumerate(client.list(page_size=1)):
+            listed.append(key)
+            if i == 0:
+                time.sleep(3)
+        assert listed == sorted(stored)
+    log = daemon.log()
+    for method in ("GetMany", "List"):
+        assert f"{method} from pid {os.getpid()}: cancelled" in log, f"{method} was not cut"
 
 
 # ---- has, stat, list, status ---------------------------------------------------------------

@@ -461,6 +461,13 @@ class Client:
         self._pause(delay)
         return True
 
+    @staticmethod
+    def _cut_while_paused(error, progressed):
+        """Whether a read stream that delivered something was cancelled by
+        the daemon's idle timeout (--stream-idle-timeout) while the caller
+        paused between items: it is asked again for what is left."""
+        return progressed and error.code() == grpc.StatusCode.CANCELLED
+
     def _pause(self, delay):
         """Waits `delay` seconds before a retry, or only until the channel
         reconnects if it was not connected. Watching the channel also has
@@ -884,7 +891,9 @@ class Client:
         The returned iterator raises, while iterating, InvalidArgument (a
         malformed key, before anything is yielded), DataLoss (corrupt stored
         bytes), PermissionDenied, Unavailable, DeadlineExceeded. After
-        UNAVAILABLE it asks again for the keys not yet yielded.
+        UNAVAILABLE, or the daemon's idle timeout cutting the stream while
+        the caller paused between objects, it asks again for the keys not
+        yet yielded.
         """
         keys, _ = _key_list(keys)
         unique = list(dict.fromkeys(keys))
@@ -975,6 +984,9 @@ class Client:
                     raise self._bad_piece(None, current)
                 return
             except grpc.RpcError as error:
+                if self._cut_while_paused(error, bool(done)):
+                    remaining = [key for key in remaining if key not in done]
+                    continue
                 if self._should_retry(error, attempt, deadline):
                     attempt += 1
                     remaining = [key for key in remaining if key not in done]
@@ -1138,7 +1150,8 @@ class Client:
 
         The iterator raises, while iterating, InvalidArgument (a bad
         ``after``), PermissionDenied, Unavailable, DeadlineExceeded. After
-        UNAVAILABLE it resumes after the last key yielded.
+        UNAVAILABLE, or the daemon's idle timeout cutting the stream while
+        the caller paused, it resumes after the last key yielded.
         """
         if not isinstance(after, str):
             raise TypeError(f"after is a str, not {type(after).__name__}")
@@ -1149,13 +1162,16 @@ class Client:
         while True:
             call = self._stub.List(pb.ListRequest(after=after, page_size=page_size),
                                    timeout=deadline.remaining())
+            listed = False
             try:
                 for page in call:
                     for key in page.keys:
-                        after = key
+                        after, listed = key, True
                         yield key
                 return
             except grpc.RpcError as error:
+                if self._cut_while_paused(error, listed):
+                    continue
                 if self._should_retry(error, attempt, deadline):
                     attempt += 1
                     continue
