@@ -485,7 +485,9 @@ TEST_F(ServiceTest, AdminCallsNeedAnAdminAndLimitsHold) {
   EXPECT_EQ(PutStream(std::string(30000, 'y'), pb::PUT_MODE_AUTO, 4096, &key).error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
 
-  // Two streams held open; a third is refused.
+  // Two streams held open; a third is refused. (The refused PutStream above
+  // counts as active until its OnDone.)
+  WaitUntilActive("PutStream", 0);
   HeldStream s1(*stub_), s2(*stub_);
   WaitUntilActive("PutStream", 2);
   HeldStream s3(*stub_);
@@ -518,8 +520,11 @@ TEST_F(ServiceTest, OneClientProcessGetsOnlyItsShareOfStreams) {
   EXPECT_TRUE(PutStream(*other, "from another process", pb::PUT_MODE_AUTO, 4096, &key).ok());
   EXPECT_EQ(key, Sha("from another process"));
 
-  // The total still holds: four more processes fill it, the next is refused
-  // with the --max-streams message.
+  // The total still holds: more processes fill it, the next is refused
+  // with the --max-streams message. (Refused and finished calls count as
+  // active until their OnDone: wait for them to go first, so that the
+  // count below is that of the calls holding slots.)
+  WaitUntilActive("PutStream", 3);
   HeldStream b2(*other);
   auto third = Connect({getuid(), getgid(), 2});
   auto fourth = Connect({getuid(), getgid(), 3});
