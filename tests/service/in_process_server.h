@@ -4,6 +4,12 @@
 // peer is "fd:N" and the service finds the credentials registered for it.
 // Used by the service tests and the service fuzz target.
 //
+// Thread-safety: Connect may be called from any thread while the server
+// runs; Shutdown (and destruction) by its owner once no Connect is under
+// way. Failures are reported, not thrown: started() is false when gRPC
+// could not build the server, Connect returns nullptr when no socketpair
+// could be made (errno says why).
+//
 //   InProcessServer server(service.get(), &peers);
 //   auto stub = pb::ObjectStore::NewStub(server.Connect({getuid(), getgid(), getpid()}));
 #ifndef PACKSTORE_TESTS_SERVICE_IN_PROCESS_SERVER_H_
@@ -31,7 +37,7 @@ class InProcessServer {
   // False if gRPC did not start the server.
   bool started() const { return server_ != nullptr; }
   // A channel over a new connection whose peer is `peer`; nullptr if no
-  // socketpair could be made.
+  // socketpair could be made. REQUIRES: started().
   std::shared_ptr<grpc::Channel> Connect(const service::PeerCredentials& peer);
   // Ends the calls in flight within 5 s and stops the server (idempotent).
   void Shutdown();

@@ -21,7 +21,6 @@
 #include <set>
 #include <thread>
 
-#include "common/hasher.h"
 #include "common/str_cat.h"
 #include "gtest/gtest.h"
 #include "packstore/v1/packstore.grpc.pb.h"
@@ -38,10 +37,9 @@ namespace {
 namespace pb = ::packstore::v1;
 using ::packstore::testing::InProcessServer;
 using ::packstore::testing::RandomBytes;
+using ::packstore::testing::Sha;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
-
-std::string Sha(std::string_view data) { return Hasher::Hash(HashType::kSha256, data); }
 
 constexpr int kErrors[] = {EIO, ENOSPC, EDQUOT};
 
@@ -150,39 +148,25 @@ class ServiceFaultTest : public ::testing::Test {
     return stream->Finish();
   }
 
-  grpc::Status Pack() {
+  // A maintenance call read to its end: its status.
+  template <typename Request, typename Response>
+  grpc::Status Maintain(std::unique_ptr<grpc::ClientReader<Response>> (pb::ObjectStore::Stub::*call)(
+                            grpc::ClientContext*, const Request&),
+                        const Request& request = Request()) {
     grpc::ClientContext ctx;
-    pb::PackResponse message;
-    auto reader = stub_->Pack(&ctx, pb::PackRequest());
+    auto reader = (stub_.get()->*call)(&ctx, request);
+    Response message;
     while (reader->Read(&message)) {
     }
     return reader->Finish();
   }
-  grpc::Status Repack() {
-    grpc::ClientContext ctx;
-    pb::RepackResponse message;
-    auto reader = stub_->Repack(&ctx, pb::RepackRequest());
-    while (reader->Read(&message)) {
-    }
-    return reader->Finish();
-  }
-  grpc::Status Clean() {
-    grpc::ClientContext ctx;
-    pb::CleanResponse message;
-    auto reader = stub_->Clean(&ctx, pb::CleanRequest());
-    while (reader->Read(&message)) {
-    }
-    return reader->Finish();
-  }
+  grpc::Status Pack() { return Maintain(&pb::ObjectStore::Stub::Pack); }
+  grpc::Status Repack() { return Maintain(&pb::ObjectStore::Stub::Repack); }
+  grpc::Status Clean() { return Maintain(&pb::ObjectStore::Stub::Clean); }
   grpc::Status Delete(const std::vector<std::string>& keys) {
-    grpc::ClientContext ctx;
     pb::DeleteRequest request;
     for (const std::string& key : keys) request.add_keys(key);
-    pb::DeleteResponse message;
-    auto reader = stub_->Delete(&ctx, request);
-    while (reader->Read(&message)) {
-    }
-    return reader->Finish();
+    return Maintain(&pb::ObjectStore::Stub::Delete, request);
   }
   // Issues Validate reports (printed), or -1 if the call failed.
   int64_t ValidateIssues() {

@@ -18,7 +18,6 @@
 #include <set>
 #include <thread>
 
-#include "common/hasher.h"
 #include "gtest/gtest.h"
 #include "packstore/v1/packstore.grpc.pb.h"
 #include "server/service/service.h"
@@ -32,10 +31,9 @@ namespace {
 namespace pb = ::packstore::v1;
 using ::packstore::testing::InProcessServer;
 using ::packstore::testing::RandomBytes;
+using ::packstore::testing::Sha;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
-
-std::string Sha(std::string_view data) { return Hasher::Hash(HashType::kSha256, data); }
 
 class ServiceTest : public ::testing::Test {
  protected:

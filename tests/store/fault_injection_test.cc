@@ -35,7 +35,6 @@
 #include <map>
 #include <set>
 
-#include "common/hasher.h"
 #include "common/status_util.h"
 #include "common/str_cat.h"
 #include "gtest/gtest.h"
@@ -49,6 +48,7 @@ namespace packstore {
 namespace {
 
 using ::packstore::testing::RandomBytes;
+using ::packstore::testing::Sha;
 using ::packstore::testing::TempDir;
 using ::packstore::testing::TextBytes;
 
@@ -82,8 +82,6 @@ std::string Describe(const FaultSpec& spec) {
   std::string error = spec.error == 0 ? "nothing" : std::string(strerrorname_np(spec.error));
   return StrCat(what, " #", spec.nth, " then ", error);
 }
-
-std::string Sha(std::string_view data) { return Hasher::Hash(HashType::kSha256, data); }
 
 // A status message that a person can act on: it names the file (or the
 // index) and the error.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <random>
 
+#include "common/hasher.h"
 #include "common/str_cat.h"
 
 namespace packstore::testing {
@@ -69,5 +70,7 @@ void ExpectValid(Container& c) {
                   << issue.detail;
   }
 }
+
+std::string Sha(std::string_view data) { return Hasher::Hash(HashType::kSha256, data); }
 
 }  // namespace packstore::testing

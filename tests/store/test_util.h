@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "gtest/gtest.h"
 #include "server/store/container.h"
@@ -30,6 +31,8 @@ class TempDir {
 std::string RandomBytes(uint64_t seed, size_t size);
 // `size` bytes of compressible text determined by `seed`.
 std::string TextBytes(uint64_t seed, size_t size);
+// The key of `data` in a sha256 store.
+std::string Sha(std::string_view data);
 
 // How to regenerate an object's content, so that only this small record
 // has to travel between processes: "<t|r> <seed> <size>".
